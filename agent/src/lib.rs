@@ -1,0 +1,23 @@
+//! The App-Embedded Defender: runs the application, keeps an authenticated link to the Console
+//! and reports what it sees.
+
+pub mod bundle;
+pub mod cli;
+pub mod identity;
+pub mod link;
+pub mod metadata;
+pub mod run;
+pub mod selfstats;
+pub mod supervise;
+pub mod transport;
+
+/// Version reported to the Console.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Current time as unix milliseconds.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,61 @@
+//! The Defender-facing gRPC server: token enrollment and the one mTLS stream per Defender.
+
+mod enroll;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use defender_proto::MAX_MESSAGE_BYTES;
+use defender_proto::v1::defender_service_server::DefenderServiceServer;
+use defender_proto::v1::enrollment_server::EnrollmentServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::pki::{CertAuthority, ServerIdentity};
+use crate::store::{EventWriter, Store};
+
+pub use enroll::EnrollmentApi;
+pub use stream::DefenderApi;
+
+/// What the gRPC services share.
+pub struct GrpcState {
+    pub store: Store,
+    pub writer: EventWriter,
+    pub ca: Arc<CertAuthority>,
+    /// Identifies this Console process in session rows.
+    pub console_instance: String,
+    pub heartbeat_interval: Duration,
+    pub client_cert_validity: Duration,
+    /// Turns true when the Console stops, so open streams end and graceful shutdown can finish.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Serves enrollment and Connect on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<GrpcState>,
+    identity: ServerIdentity,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(identity.cert_pem, identity.key_pem))
+        .client_ca_root(Certificate::from_pem(state.ca.cert_pem()))
+        // Enrollment runs before the Defender has a certificate; Connect checks for one itself.
+        .client_auth_optional(true)
+        .timeout(Duration::from_secs(10));
+    let enroll = EnrollmentServer::new(EnrollmentApi::new(state.clone()))
+        .max_decoding_message_size(64 * 1024);
+    let defenders = DefenderServiceServer::new(DefenderApi::new(state))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(enroll)
+        .add_service(defenders)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,181 @@
+//! `DefenderService.Connect`: the Defender's one mTLS stream. Identity comes only from the
+//! verified peer certificate; events are acked only after their transaction committed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use defender_proto::MAX_BATCH_EVENTS;
+use defender_proto::v1::{
+    Ack, ConsoleMessage, DefenderMessage, Hello, Welcome, console_message, defender_message,
+    defender_service_server::DefenderService,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::GrpcState;
+use super::enroll::{internal, mode_name};
+use crate::pki::defender_id_from_cert;
+use crate::store::{Health, SessionRef};
+
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The DefenderService.
+pub struct DefenderApi {
+    state: Arc<GrpcState>,
+}
+
+impl DefenderApi {
+    /// Wraps the shared state.
+    pub fn new(state: Arc<GrpcState>) -> Self {
+        Self { state }
+    }
+}
+
+type ConsoleStream = Pin<Box<dyn Stream<Item = Result<ConsoleMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DefenderService for DefenderApi {
+    type ConnectStream = ConsoleStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<DefenderMessage>>,
+    ) -> Result<Response<ConsoleStream>, Status> {
+        // The TLS layer verified the chain against our CA; here we only read who it names.
+        let id = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| defender_id_from_cert(c)))
+            .ok_or_else(|| Status::unauthenticated("a Defender client certificate is required"))?;
+        let state = self.state.clone();
+        if !state
+            .store
+            .defender_may_connect(&id)
+            .await
+            .map_err(internal)?
+        {
+            tracing::warn!(defender_id = %id, "refused: unknown or decommissioned defender");
+            return Err(Status::permission_denied(
+                "this Defender is decommissioned or unknown",
+            ));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(DefenderMessage {
+                msg: Some(defender_message::Msg::Hello(h)),
+            }))) => h,
+            Ok(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("the stream must start with Hello")),
+        };
+        let interval_ms = i64::try_from(state.heartbeat_interval.as_millis()).unwrap_or(10_000);
+        let session = state
+            .store
+            .start_session(
+                &id,
+                &hello,
+                mode_name(hello.mode),
+                &state.console_instance,
+                interval_ms,
+            )
+            .await
+            .map_err(internal)?;
+        let last_stored_seq = state.store.last_stored_seq(&id).await.map_err(internal)?;
+        let (tx, rx) = mpsc::channel(16);
+        let welcome = ConsoleMessage {
+            msg: Some(console_message::Msg::Welcome(Welcome {
+                heartbeat_interval_ms: u32::try_from(interval_ms).unwrap_or(u32::MAX),
+                last_stored_seq,
+                policy: None,
+                defender_id: id.clone(),
+            })),
+        };
+        // Capacity 16 and nothing sent yet: this cannot fail.
+        let _ = tx.try_send(Ok(welcome));
+        let span = tracing::info_span!("defender_stream", defender_id = %id);
+        tokio::spawn(run_stream(state, id, session, hello, inbound, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn run_stream(
+    state: Arc<GrpcState>,
+    id: String,
+    session: SessionRef,
+    hello: Hello,
+    mut inbound: Streaming<DefenderMessage>,
+    tx: mpsc::Sender<Result<ConsoleMessage, Status>>,
+) {
+    tracing::info!(
+        agent_version = %hello.agent_version,
+        last_acked_seq = hello.last_acked_seq,
+        "defender connected"
+    );
+    // A stream with no message for this long is dead even if TCP has not noticed.
+    let idle_limit = state.heartbeat_interval * crate::status::MISSED_HEARTBEATS as u32;
+    let mut stopping = state.stopping.clone();
+    let reason = loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle_limit, inbound.next()) => next,
+            _ = stopping.wait_for(|stop| *stop) => break "console shutting down".to_owned(),
+        };
+        let msg = match next {
+            Err(_) => break "no heartbeat within 3 intervals".to_owned(),
+            Ok(None) => break "stream closed by defender".to_owned(),
+            Ok(Some(Err(status))) => break format!("stream error: {}", status.message()),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg.msg {
+            Some(defender_message::Msg::Heartbeat(hb)) => {
+                let health = Health {
+                    queue_depth: hb.queue_depth,
+                    spool_bytes: hb.spool_bytes,
+                    dropped_events: hb.dropped_events,
+                    rss_bytes: hb.rss_bytes,
+                    cpu_centipercent: hb.cpu_centipercent,
+                };
+                if let Err(e) = state.store.heartbeat(&id, session, &health).await {
+                    tracing::error!(error = %e, "storing heartbeat failed");
+                }
+            }
+            Some(defender_message::Msg::Events(batch)) => {
+                if batch.events.len() > MAX_BATCH_EVENTS {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "batch of {} events exceeds the limit of {MAX_BATCH_EVENTS}",
+                            batch.events.len()
+                        ))))
+                        .await;
+                    break "oversized batch".to_owned();
+                }
+                let Some(up_to_seq) = batch.events.iter().map(|e| e.seq).max() else {
+                    continue;
+                };
+                if let Err(e) = state.writer.write(&id, batch.events).await {
+                    // No ack: the Defender keeps the events and resends them on its next stream.
+                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                    break "event storage failed".to_owned();
+                }
+                let ack = ConsoleMessage {
+                    msg: Some(console_message::Msg::Ack(Ack { up_to_seq })),
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break "defender went away".to_owned();
+                }
+            }
+            Some(defender_message::Msg::Hello(_)) | None => {
+                let _ = tx
+                    .send(Err(Status::invalid_argument("unexpected message")))
+                    .await;
+                break "protocol violation".to_owned();
+            }
+        }
+    };
+    if let Err(e) = state.store.end_session(session).await {
+        tracing::error!(error = %e, "closing session failed");
+    }
+    tracing::info!(%reason, "defender disconnected");
+}

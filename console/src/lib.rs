@@ -1,0 +1,12 @@
+//! The Console: enrolls Defenders, holds their gRPC streams, stores what they report in SQLite,
+//! and shows it in a web UI and REST API.
+
+pub mod bundle;
+pub mod cli;
+pub mod grpc;
+pub mod pki;
+pub mod secrets;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod web;

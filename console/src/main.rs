@@ -1,0 +1,90 @@
+//! `defender-console` binary: parse the command line, set up logging and TLS, run the library.
+
+use anyhow::Context;
+use clap::Parser;
+use defender_console::cli::{Cli, Command, LogFormat, TokenCommand};
+use defender_console::server::{self, ServeConfig};
+use defender_console::store::TokenKind;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Serve(args) => {
+            let grpc = TcpListener::bind(&args.grpc_listen)
+                .await
+                .with_context(|| format!("binding gRPC listener {}", args.grpc_listen))?;
+            let http = TcpListener::bind(&args.http_listen)
+                .await
+                .with_context(|| format!("binding HTTP listener {}", args.http_listen))?;
+            let cfg = ServeConfig {
+                data_dir: args.data.data_dir,
+                sans: args.sans,
+                heartbeat_interval: args.heartbeat_interval,
+                defender_retention: args.defender_retention,
+                client_cert_validity: args.client_cert_validity,
+                admin_password: args.admin_password,
+            };
+            let console = server::start(cfg, grpc, http).await?;
+            if let Some(pw) = &console.generated_admin_password {
+                // Printed once, on the terminal only (never logged): only its hash is stored.
+                eprintln!(
+                    "\n  First start: log in at http://{} as user `admin` with password:\n\n      {pw}\n\n  It is shown only this once.\n",
+                    console.http_addr
+                );
+            }
+            let stop = tokio::spawn(async {
+                shutdown_signal().await;
+            });
+            tokio::select! {
+                _ = stop => {}
+            }
+            tracing::info!("shutting down");
+            console.shutdown();
+            console.wait().await?;
+        }
+        Command::Bundle(args) => {
+            let bundle = server::create_bundle(
+                &args.data.data_dir,
+                &args.console_addr,
+                &args.description,
+                args.expires_in,
+            )
+            .await?;
+            println!("{}", bundle.encode());
+        }
+        Command::Token {
+            command: TokenCommand::Create(args),
+        } => {
+            let (store, _) = server::open_data_dir(&args.data_dir).await?;
+            println!("{}", store.create_token(TokenKind::Api, "cli", None).await?);
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

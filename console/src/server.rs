@@ -1,0 +1,172 @@
+//! Starts a whole Console (database, CA, gRPC and HTTP servers) on listeners the caller bound,
+//! so `main` and the tests run exactly the same code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::bundle::InstallBundle;
+use crate::grpc::{self, GrpcState};
+use crate::pki::{CertAuthority, PkiError};
+use crate::store::{EventWriter, Store, StoreError, TokenKind};
+use crate::web::{self, WebState};
+
+/// Why the Console could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// Settings of a running Console.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub sans: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub defender_retention: Duration,
+    pub client_cert_validity: Duration,
+    pub admin_password: Option<String>,
+}
+
+/// A started Console.
+pub struct RunningConsole {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// The admin password when it was generated at this first start (print it once).
+    pub generated_admin_password: Option<String>,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+/// SANs every server certificate carries, so local Defenders can always connect.
+pub const DEFAULT_SANS: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// Opens the data directory: creates it, the CA and the database when missing.
+pub async fn open_data_dir(dir: &Path) -> Result<(Store, CertAuthority), ServerError> {
+    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let ca = CertAuthority::load_or_create(dir)?;
+    let store = Store::open(dir).await?;
+    Ok((store, ca))
+}
+
+/// Creates an enrollment token and returns the install bundle for it.
+pub async fn create_bundle(
+    dir: &Path,
+    console_addr: &str,
+    description: &str,
+    expires_in: Option<Duration>,
+) -> Result<InstallBundle, ServerError> {
+    let (store, ca) = open_data_dir(dir).await?;
+    let expires_at = expires_in.map(|d| crate::store::now_ms() + d.as_millis() as i64);
+    let token = store
+        .create_token(TokenKind::Enrollment, description, expires_at)
+        .await?;
+    Ok(InstallBundle {
+        console_addr: console_addr.to_owned(),
+        ca_pem: ca.cert_pem().to_owned(),
+        token,
+    })
+}
+
+/// Starts the Console on already-bound listeners.
+pub async fn start(
+    cfg: ServeConfig,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+) -> Result<RunningConsole, ServerError> {
+    let (store, ca) = open_data_dir(&cfg.data_dir).await?;
+    let generated_admin_password = store.ensure_admin(cfg.admin_password.as_deref()).await?;
+    let mut sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
+    for s in &cfg.sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    let identity = ca.server_identity(&sans)?;
+    let grpc_addr = grpc_listener.local_addr().map_err(ServerError::Http)?;
+    let http_addr = http_listener.local_addr().map_err(ServerError::Http)?;
+    let (shutdown, watch_rx) = watch::channel(false);
+
+    let grpc_state = Arc::new(GrpcState {
+        store: store.clone(),
+        writer: EventWriter::spawn(store.clone()),
+        ca: Arc::new(ca),
+        console_instance: crate::secrets::new_id(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        client_cert_validity: cfg.client_cert_validity,
+        stopping: watch_rx.clone(),
+    });
+    let grpc = tokio::spawn(grpc::serve(
+        grpc_listener,
+        grpc_state,
+        identity,
+        wait_for(watch_rx.clone()),
+    ));
+    let web_state = WebState {
+        store: store.clone(),
+        defender_retention: cfg.defender_retention,
+    };
+    let http = tokio::spawn(web::serve(http_listener, web_state, wait_for(watch_rx)));
+    tracing::info!(%grpc_addr, %http_addr, sans = ?sans, "console started");
+    Ok(RunningConsole {
+        grpc_addr,
+        http_addr,
+        generated_admin_password,
+        store,
+        shutdown,
+        grpc,
+        http,
+    })
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl RunningConsole {
+    /// Asks both servers to stop.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Stops abruptly, as a crash would: open streams are cut, not closed.
+    pub fn abort(self) {
+        self.grpc.abort();
+        self.http.abort();
+    }
+
+    /// Waits until both servers have stopped.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        let grpc = self.grpc.await;
+        let http = self.http.await;
+        if let Ok(Err(e)) = grpc {
+            return Err(e.into());
+        }
+        if let Ok(Err(e)) = http {
+            return Err(ServerError::Http(e));
+        }
+        Ok(())
+    }
+}

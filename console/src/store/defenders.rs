@@ -1,0 +1,251 @@
+//! Defenders, their Connect sessions and heartbeats. Status is derived from these rows (not
+//! from one process's memory), so Console replicas sharing the database agree.
+
+use sqlx::FromRow;
+
+use super::{Store, StoreError, now_ms};
+
+/// What enrollment records about a new Defender.
+pub struct NewDefender<'a> {
+    pub id: &'a str,
+    pub metadata: &'a defender_proto::v1::TaskMetadata,
+    pub agent_version: &'a str,
+    pub mode: &'a str,
+    pub enrollment_token: i64,
+    pub cert_not_after_ms: i64,
+}
+
+/// Health figures a Defender reports in each heartbeat.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Health {
+    pub queue_depth: u64,
+    pub spool_bytes: u64,
+    pub dropped_events: u64,
+    pub rss_bytes: u64,
+    pub cpu_centipercent: u32,
+}
+
+/// One Defender with its newest session, as the list, the detail page and the API need it.
+#[derive(Clone, Debug, FromRow)]
+pub struct DefenderRecord {
+    pub id: String,
+    pub hostname: String,
+    pub cluster: String,
+    pub task_arn: String,
+    pub family: String,
+    pub revision: String,
+    pub availability_zone: String,
+    pub launch_type: String,
+    pub containers_json: String,
+    pub agent_version: String,
+    pub mode: String,
+    pub enrolled_at: i64,
+    pub decommissioned_at: Option<i64>,
+    pub queue_depth: i64,
+    pub spool_bytes: i64,
+    pub dropped_events: i64,
+    pub rss_bytes: i64,
+    pub cpu_centipercent: i64,
+    pub session_started_at: Option<i64>,
+    pub session_last_heartbeat: Option<i64>,
+    pub session_ended_at: Option<i64>,
+    pub session_interval_ms: Option<i64>,
+    pub console_instance: Option<String>,
+}
+
+/// Identifies the session row a stream writes its heartbeats to.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionRef(pub i64);
+
+const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.task_arn, d.family, d.revision, \
+     d.availability_zone, d.launch_type, d.containers_json, d.agent_version, d.mode, d.enrolled_at, \
+     d.decommissioned_at, d.queue_depth, d.spool_bytes, d.dropped_events, d.rss_bytes, d.cpu_centipercent, \
+     s.started_at AS session_started_at, s.last_heartbeat AS session_last_heartbeat, \
+     s.ended_at AS session_ended_at, s.heartbeat_interval_ms AS session_interval_ms, \
+     s.console_instance AS console_instance \
+     FROM defenders d LEFT JOIN sessions s ON s.id = \
+       (SELECT s2.id FROM sessions s2 WHERE s2.defender_id = d.id ORDER BY s2.started_at DESC, s2.id DESC LIMIT 1)";
+
+impl Store {
+    /// Records a newly enrolled Defender.
+    pub async fn insert_defender(&self, d: &NewDefender<'_>) -> Result<(), StoreError> {
+        let m = d.metadata;
+        sqlx::query(
+            "INSERT INTO defenders (id, hostname, cluster, task_arn, family, revision, availability_zone, \
+             launch_type, containers_json, agent_version, mode, enrolled_at, enrollment_token, cert_not_after) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(d.id)
+        .bind(&m.hostname)
+        .bind(&m.cluster)
+        .bind(&m.task_arn)
+        .bind(&m.family)
+        .bind(&m.revision)
+        .bind(&m.availability_zone)
+        .bind(&m.launch_type)
+        .bind(containers_json(m))
+        .bind(d.agent_version)
+        .bind(d.mode)
+        .bind(now_ms())
+        .bind(d.enrollment_token)
+        .bind(d.cert_not_after_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the Defender exists and may connect (not decommissioned).
+    pub async fn defender_may_connect(&self, id: &str) -> Result<bool, StoreError> {
+        let row: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(matches!(row, Some(None)))
+    }
+
+    /// Refuses the Defender from now on (its certificate stays valid but is no longer accepted).
+    pub async fn decommission_defender(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE defenders SET decommissioned_at = ? WHERE id = ? AND decommissioned_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Opens a session for a new Connect stream, refreshing the metadata from its Hello.
+    pub async fn start_session(
+        &self,
+        id: &str,
+        hello: &defender_proto::v1::Hello,
+        mode: &str,
+        console_instance: &str,
+        interval_ms: i64,
+    ) -> Result<SessionRef, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(m) = &hello.metadata {
+            sqlx::query(
+                "UPDATE defenders SET hostname = ?, cluster = ?, task_arn = ?, family = ?, revision = ?, \
+                 availability_zone = ?, launch_type = ?, containers_json = ?, agent_version = ?, mode = ? \
+                 WHERE id = ?",
+            )
+            .bind(&m.hostname)
+            .bind(&m.cluster)
+            .bind(&m.task_arn)
+            .bind(&m.family)
+            .bind(&m.revision)
+            .bind(&m.availability_zone)
+            .bind(&m.launch_type)
+            .bind(containers_json(m))
+            .bind(&hello.agent_version)
+            .bind(mode)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // A Defender holds one stream: an older open session of it has ended by now.
+        sqlx::query("UPDATE sessions SET ended_at = ? WHERE defender_id = ? AND ended_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let session_id: i64 = sqlx::query_scalar(
+            "INSERT INTO sessions (defender_id, console_instance, started_at, last_heartbeat, heartbeat_interval_ms) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(id)
+        .bind(console_instance)
+        .bind(now)
+        .bind(now)
+        .bind(interval_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SessionRef(session_id))
+    }
+
+    /// Records a heartbeat: the session is alive, and the Defender's health figures.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        session: SessionRef,
+        health: &Health,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE sessions SET last_heartbeat = ? WHERE id = ? AND ended_at IS NULL")
+            .bind(now_ms())
+            .bind(session.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE defenders SET queue_depth = ?, spool_bytes = ?, dropped_events = ?, rss_bytes = ?, \
+             cpu_centipercent = ? WHERE id = ?",
+        )
+        .bind(clamp(health.queue_depth))
+        .bind(clamp(health.spool_bytes))
+        .bind(clamp(health.dropped_events))
+        .bind(clamp(health.rss_bytes))
+        .bind(i64::from(health.cpu_centipercent))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a session's stream as closed.
+    pub async fn end_session(&self, session: SessionRef) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
+            .bind(now_ms())
+            .bind(session.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every Defender seen since `seen_since_ms` (older disconnected ones leave the list), newest first.
+    pub async fn list_defenders(
+        &self,
+        seen_since_ms: i64,
+    ) -> Result<Vec<DefenderRecord>, StoreError> {
+        let sql = format!(
+            "{SELECT_DEFENDER} WHERE d.decommissioned_at IS NULL \
+             AND COALESCE(s.ended_at, s.last_heartbeat, d.enrolled_at) >= ? \
+             ORDER BY COALESCE(s.started_at, d.enrolled_at) DESC, d.id"
+        );
+        Ok(
+            sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql))
+                .bind(seen_since_ms)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// One Defender by id, whatever its age.
+    pub async fn get_defender(&self, id: &str) -> Result<Option<DefenderRecord>, StoreError> {
+        let sql = format!("{SELECT_DEFENDER} WHERE d.id = ?");
+        Ok(
+            sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn containers_json(m: &defender_proto::v1::TaskMetadata) -> String {
+    let list: Vec<serde_json::Value> = m
+        .containers
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "image": c.image, "image_id": c.image_id, "docker_id": c.docker_id}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}

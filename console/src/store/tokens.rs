@@ -1,0 +1,92 @@
+//! Enrollment tokens (in install bundles) and API tokens (for scripts): stored hashed, revocable.
+
+use super::{Store, StoreError, now_ms};
+use crate::secrets::{new_token, token_hash};
+
+/// Which kind of token, each with its own table and visible prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Enrollment,
+    Api,
+}
+
+impl TokenKind {
+    fn table(self) -> &'static str {
+        match self {
+            TokenKind::Enrollment => "enrollment_tokens",
+            TokenKind::Api => "api_tokens",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            TokenKind::Enrollment => "dfe",
+            TokenKind::Api => "dfa",
+        }
+    }
+}
+
+impl Store {
+    /// Creates a token and returns it in clear; only its hash is stored.
+    pub async fn create_token(
+        &self,
+        kind: TokenKind,
+        description: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let token = new_token(kind.prefix());
+        let sql = match kind {
+            TokenKind::Enrollment => {
+                "INSERT INTO enrollment_tokens (token_hash, description, created_at, expires_at) VALUES (?, ?, ?, ?)"
+            }
+            TokenKind::Api => {
+                "INSERT INTO api_tokens (token_hash, description, created_at) VALUES (?, ?, ?)"
+            }
+        };
+        let mut q = sqlx::query(sql)
+            .bind(token_hash(&token))
+            .bind(description)
+            .bind(now_ms());
+        if kind == TokenKind::Enrollment {
+            q = q.bind(expires_at_ms);
+        }
+        q.execute(&self.pool).await?;
+        Ok(token)
+    }
+
+    /// Returns the token's row id when it exists, is not revoked and has not expired.
+    pub async fn check_token(
+        &self,
+        kind: TokenKind,
+        token: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let sql = match kind {
+            TokenKind::Enrollment => {
+                "SELECT id FROM enrollment_tokens WHERE token_hash = ? AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > ?)"
+            }
+            TokenKind::Api => {
+                "SELECT id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL"
+            }
+        };
+        let mut q = sqlx::query_scalar(sql).bind(token_hash(token));
+        if kind == TokenKind::Enrollment {
+            q = q.bind(now_ms());
+        }
+        let id: Option<i64> = q.fetch_optional(&self.pool).await?;
+        Ok(id)
+    }
+
+    /// Revokes a token given in clear; returns whether one was revoked.
+    pub async fn revoke_token(&self, kind: TokenKind, token: &str) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
+            kind.table()
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(token_hash(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,108 @@
+//! Operator accounts and their browser sessions.
+
+use super::{Store, StoreError, now_ms};
+use crate::secrets::{hash_password, new_token, token_hash, verify_password};
+
+/// How long a UI login lasts.
+pub const UI_SESSION_MS: i64 = 12 * 3600 * 1000;
+
+/// A logged-in browser session.
+#[derive(Clone, Debug)]
+pub struct UiSession {
+    pub username: String,
+    pub csrf_token: String,
+}
+
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("no such user"))
+}
+
+impl Store {
+    /// Creates the `admin` account on first start. Returns the password to print once when it
+    /// was generated here (None when the account existed or the password came from config).
+    pub async fn ensure_admin(&self, password: Option<&str>) -> Result<Option<String>, StoreError> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT username FROM users WHERE username = 'admin'")
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_some() {
+            return Ok(None);
+        }
+        let (password, generated) = match password {
+            Some(p) => (p.to_owned(), false),
+            None => (new_token("pw"), true),
+        };
+        sqlx::query(
+            "INSERT INTO users (username, password_hash, created_at) VALUES ('admin', ?, ?)",
+        )
+        .bind(hash_password(&password))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(generated.then_some(password))
+    }
+
+    /// Verifies a login and opens a session; returns the session cookie value.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        // Unknown users are checked against a fixed hash: the same work, so timing does not
+        // reveal account names. PBKDF2 is slow by design: keep it off the async workers.
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| dummy_hash().to_owned());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+            && known;
+        if !ok {
+            return Ok(None);
+        }
+        let cookie = new_token("dfs");
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO ui_sessions (id_hash, username, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash(&cookie))
+        .bind(username)
+        .bind(new_token("csrf"))
+        .bind(now)
+        .bind(now + UI_SESSION_MS)
+        .execute(&self.pool)
+        .await?;
+        Ok(Some(cookie))
+    }
+
+    /// Looks up a live session by its cookie value.
+    pub async fn ui_session(&self, cookie: &str) -> Result<Option<UiSession>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT username, csrf_token FROM ui_sessions WHERE id_hash = ? AND expires_at > ?",
+        )
+        .bind(token_hash(cookie))
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(username, csrf_token)| UiSession {
+            username,
+            csrf_token,
+        }))
+    }
+
+    /// Ends a session (logout) and forgets expired ones.
+    pub async fn logout(&self, cookie: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM ui_sessions WHERE id_hash = ? OR expires_at <= ?")
+            .bind(token_hash(cookie))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! The shared page frame: head with inline CSS (under the response's CSP nonce), the product's
+//! navigation, the operator's logout button, and the small live-refresh script.
+//!
+//! To add a page to the navigation, add a [`NavItem`] to [`NAV`].
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::auth::{CSRF_FIELD, Operator};
+use super::security::CspNonce;
+
+/// One entry of the navigation: `section > label`.
+pub struct NavItem {
+    pub section: &'static str,
+    pub label: &'static str,
+    pub href: &'static str,
+}
+
+/// The navigation, in product order (Manage, Monitor, Defend, Deploy). Only pages that exist.
+pub const NAV: &[NavItem] = &[NavItem {
+    section: "Manage",
+    label: "Defenders",
+    href: "/manage/defenders",
+}];
+
+/// Constant CSS (no data in it).
+const CSS: &str = r#"
+:root { --fg:#1d2330; --muted:#667085; --line:#e4e7ec; --bg:#f7f8fa; --accent:#1f5fbf;
+        --ok:#137a3a; --ok-bg:#e3f4e9; --off:#6b7280; --off-bg:#eef0f3; --err:#b42318; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg); background:var(--bg); }
+header.top { display:flex; align-items:center; gap:24px; padding:0 20px; height:48px; background:#141a26; color:#fff; }
+header.top .brand { font-weight:600; letter-spacing:.02em; }
+header.top nav { display:flex; gap:4px; flex:1; }
+header.top nav a { color:#c9d1de; text-decoration:none; padding:6px 10px; border-radius:6px; }
+header.top nav a .section { color:#8b95a7; }
+header.top nav a.active, header.top nav a:hover { background:#25304a; color:#fff; }
+header.top .who { color:#c9d1de; display:flex; gap:10px; align-items:center; }
+header.top form { margin:0; }
+header.top button { background:transparent; color:#c9d1de; border:1px solid #3a4660; border-radius:6px; padding:4px 10px; cursor:pointer; }
+main { padding:20px 24px; max-width:1400px; }
+h1 { font-size:20px; margin:0 0 12px; }
+h2 { font-size:16px; margin:24px 0 8px; }
+.muted { color:var(--muted); }
+.page-head { display:flex; align-items:baseline; gap:16px; }
+table.grid { border-collapse:collapse; width:100%; background:#fff; border:1px solid var(--line); }
+table.grid th, table.grid td { text-align:left; padding:7px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+table.grid th { background:#fbfbfc; font-weight:600; color:#344054; white-space:nowrap; }
+table.grid td.num { text-align:right; font-variant-numeric:tabular-nums; }
+table.grid td.wrap { word-break:break-all; font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12.5px; }
+a { color:var(--accent); }
+.status { display:inline-block; padding:1px 8px; border-radius:10px; white-space:nowrap; font-size:12.5px; }
+.status.connected { color:var(--ok); background:var(--ok-bg); }
+.status.disconnected { color:var(--off); background:var(--off-bg); }
+dl.meta { display:grid; grid-template-columns:max-content 1fr; gap:4px 18px; background:#fff; border:1px solid var(--line); padding:12px 16px; margin:0; }
+dl.meta dt { color:var(--muted); }
+dl.meta dd { margin:0; word-break:break-all; }
+.empty { background:#fff; border:1px dashed var(--line); padding:18px; }
+pre { background:#141a26; color:#e6e9ef; padding:10px 12px; border-radius:6px; overflow:auto; }
+main.login { max-width:340px; margin:12vh auto; background:#fff; border:1px solid var(--line); padding:24px; border-radius:8px; }
+main.login form { display:grid; gap:12px; }
+main.login label { display:grid; gap:4px; color:#344054; }
+main.login input { padding:8px; border:1px solid #d0d5dd; border-radius:6px; font:inherit; }
+main.login button { padding:8px; border:0; border-radius:6px; background:var(--accent); color:#fff; font:inherit; cursor:pointer; }
+.error { color:var(--err); }
+"#;
+
+/// Constant script (no data in it): every element with `data-refresh="URL"` has its children
+/// replaced every `data-interval` ms (default 5000) by those of the element the URL returns
+/// (server-rendered, escaped HTML). An element with `data-refresh-status` shows the outcome.
+/// A lost session sends the browser to the login page.
+const REFRESH_JS: &str = r#"
+(function () {
+  "use strict";
+  var status = document.querySelector("[data-refresh-status]");
+  function say(text) { if (status) { status.textContent = text; } }
+  function watch(el) {
+    var url = el.getAttribute("data-refresh");
+    var every = parseInt(el.getAttribute("data-interval") || "5000", 10);
+    function again() { window.setTimeout(tick, every); }
+    function tick() {
+      if (document.hidden) { again(); return; }
+      fetch(url, { credentials: "same-origin", cache: "no-store", headers: { "Accept": "text/html" } })
+        .then(function (r) {
+          if (r.redirected || r.status === 401) { window.location.assign("/login"); return null; }
+          if (!r.ok) { throw new Error("HTTP " + r.status); }
+          return r.text();
+        })
+        .then(function (text) {
+          if (text === null) { return; }
+          var t = document.createElement("template");
+          t.innerHTML = text;
+          var fresh = t.content.firstElementChild;
+          if (!fresh || fresh.tagName !== el.tagName) { throw new Error("unexpected fragment"); }
+          el.replaceChildren.apply(el, Array.prototype.slice.call(fresh.childNodes));
+          say("Updated " + new Date().toLocaleTimeString());
+          again();
+        })
+        .catch(function (e) { say("Refresh failed (" + e.message + "), retrying"); again(); });
+    }
+    again();
+  }
+  document.querySelectorAll("[data-refresh]").forEach(watch);
+})();
+"#;
+
+fn head(nonce: &CspNonce, title: &str, csrf_token: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="referrer" content="no-referrer";
+            @if let Some(token) = csrf_token {
+                // For scripts that send X-CSRF-Token.
+                meta name="csrf-token" content=(token);
+            }
+            title { (title) " · Defender Console" }
+            style nonce=(nonce.0) { (PreEscaped(CSS)) }
+        }
+    }
+}
+
+/// A page of the logged-in UI: navigation with `active_href` highlighted, then `body`.
+pub fn page(
+    nonce: &CspNonce,
+    op: &Operator,
+    active_href: &str,
+    title: &str,
+    body: Markup,
+) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(nonce, title, Some(&op.csrf_token)))
+            body {
+                header.top {
+                    span.brand { "Defender Console" }
+                    nav {
+                        @for item in NAV {
+                            a href=(item.href) class=[(item.href == active_href).then_some("active")] {
+                                span.section { (item.section) " › " } (item.label)
+                            }
+                        }
+                    }
+                    div.who {
+                        span { (op.username) }
+                        form method="post" action="/logout" {
+                            input type="hidden" name=(CSRF_FIELD) value=(op.csrf_token);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+                script nonce=(nonce.0) { (PreEscaped(REFRESH_JS)) }
+            }
+        }
+    }
+}
+
+/// A page without navigation (login).
+pub fn bare_page(nonce: &CspNonce, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(nonce, title, None))
+            body { (body) }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! HTTP side of the Console: UI pages, REST API, health and metrics.
+//!
+//! Routes and who may use them:
+//!
+//! | Route                                   | Access                                   |
+//! |-----------------------------------------|------------------------------------------|
+//! | `GET /healthz`, `GET /metrics`          | open (metrics expose counts only)        |
+//! | `GET /login`, `POST /login`, `GET /`    | open                                     |
+//! | `POST /logout`, `GET /manage/…`         | UI session ([`auth::require_operator`]) |
+//! | `/api/v1/…`                             | API token or UI session ([`auth::require_api_caller`]) |
+//!
+//! New UI pages go into the `ui` router of [`router`] (they get the session and CSRF checks and
+//! an [`Operator`] extension); new API routes into its `api` router. Every response passes
+//! through [`security::headers`] (CSP with a per-response nonce, nosniff, no framing).
+
+mod api;
+mod auth;
+mod defenders;
+mod layout;
+mod metrics;
+mod render;
+mod security;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::html;
+use tokio::net::TcpListener;
+
+pub use api::{DefenderJson, EventJson};
+pub use auth::{ApiCaller, CSRF_FIELD, CSRF_HEADER, Operator, SESSION_COOKIE};
+pub use layout::{NAV, NavItem, bare_page, page};
+pub use security::CspNonce;
+
+use crate::store::{DefenderRecord, Store, StoreError, now_ms};
+
+/// Largest request body accepted (forms and JSON).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every HTTP handler can reach.
+#[derive(Clone)]
+pub struct WebState {
+    pub store: Store,
+    pub defender_retention: Duration,
+}
+
+impl WebState {
+    /// The retention in milliseconds.
+    fn retention_ms(&self) -> i64 {
+        i64::try_from(self.defender_retention.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The Defenders of Manage > Defenders (seen within the retention) and the instant they were
+/// read at, for [`crate::status::status_of`].
+async fn visible_defenders(state: &WebState) -> Result<(Vec<DefenderRecord>, i64), StoreError> {
+    let now = now_ms();
+    let defenders = state
+        .store
+        .list_defenders(now.saturating_sub(state.retention_ms()))
+        .await?;
+    Ok((defenders, now))
+}
+
+/// A JSON error response: `{"error": message}`.
+pub fn api_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// A 500 page; the cause goes to the log, not to the browser.
+fn internal_error_page(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %error, "HTTP request failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Html(
+            html! { h1 { "Internal error" } p { "The Console could not answer; see its log." } }
+                .into_string(),
+        ),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        api_error(StatusCode::NOT_FOUND, "not found")
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}
+
+/// All routes of the Console's HTTP listener.
+pub fn router(state: WebState) -> Router {
+    let ui = Router::new()
+        .route(defenders::LIST_PATH, get(defenders::list_page))
+        .route(defenders::ROWS_PATH, get(defenders::rows))
+        .route("/manage/defenders/{id}", get(defenders::detail_page))
+        .route("/logout", post(auth::logout))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_operator));
+    let api = Router::new()
+        .route("/api/v1/defenders", get(api::list_defenders))
+        .route("/api/v1/defenders/{id}", get(api::get_defender))
+        .route("/api/v1/defenders/{id}/events", get(api::list_events))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_api_caller));
+    Router::new()
+        .route("/", get(|| async { Redirect::to(auth::HOME) }))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::metrics))
+        .merge(ui)
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(security::headers))
+        .layer(from_fn(security::access_log))
+        .with_state(state)
+}
+
+/// Serves the UI and API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: WebState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,365 @@
+//! Plain-text renderings shared by pages and the API: timestamps, sizes, names, and one-line
+//! summaries of events. Everything returned here is *text*; HTML escaping is maud's job.
+//!
+//! Event fields (argv, paths, hostnames) are attacker-controlled, so besides being escaped they
+//! go through [`display`], which makes control and bidirectional-override characters visible:
+//! escaping stops script injection, this stops text that *reads* differently than it is.
+
+use defender_proto::v1::agent_notice::Level;
+use defender_proto::v1::event::Kind;
+use defender_proto::v1::{Direction, Effect, Event, Protocol};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::store::DefenderRecord;
+
+/// Longest event summary shown in a table cell (characters); the API carries the full detail.
+pub const MAX_SUMMARY_CHARS: usize = 600;
+
+/// RFC 3339 UTC of unix milliseconds, with a fraction when there is one.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// RFC 3339 UTC of unix milliseconds, whole seconds (for tables).
+pub fn rfc3339_secs(ms: i64) -> String {
+    rfc3339(ms.div_euclid(1000) * 1000)
+}
+
+/// `text` with control and bidirectional-formatting characters replaced by visible `\u{..}`
+/// escapes, so attacker-chosen strings cannot reorder or hide what an operator reads.
+pub fn display(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_deceptive(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Raw bytes (paths, arguments) as displayable text: lossy UTF-8, then [`display`].
+pub fn display_bytes(bytes: &[u8]) -> String {
+    display(&String::from_utf8_lossy(bytes))
+}
+
+/// Cuts `text` to `max` characters, marking the cut.
+pub fn truncate(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => {
+            let mut cut = text[..at].to_owned();
+            cut.push('…');
+            cut
+        }
+        None => text,
+    }
+}
+
+/// The last `/`- or `:`-separated part of an ARN (`…:task/cluster/abc123` → `abc123`).
+pub fn arn_tail(arn: &str) -> &str {
+    arn.rsplit(['/', ':']).next().unwrap_or(arn)
+}
+
+/// How a Defender is named in lists: hostname, else its task id, else its Defender id.
+pub fn defender_name(d: &DefenderRecord) -> String {
+    if !d.hostname.is_empty() {
+        display(&d.hostname)
+    } else if !d.task_arn.is_empty() {
+        display(arn_tail(&d.task_arn))
+    } else {
+        display(&d.id)
+    }
+}
+
+/// `family:revision` of the Defender's task definition, or what of it is known.
+pub fn task_definition(d: &DefenderRecord) -> String {
+    match (d.family.is_empty(), d.revision.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => display(&d.family),
+        _ => display(&format!("{}:{}", d.family, d.revision)),
+    }
+}
+
+/// A byte count for people: `512 B`, `12.3 MiB`.
+pub fn human_bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Percent-encodes one URL path segment (ids go into links).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One argument quoted the way a shell would need it, so boundaries between arguments show.
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// An argv as one line.
+pub fn argv_line(argv: &[Vec<u8>]) -> String {
+    argv.iter()
+        .map(|a| shell_word(&display_bytes(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn protocol(p: i32) -> &'static str {
+    match Protocol::try_from(p) {
+        Ok(Protocol::Tcp) => "tcp",
+        Ok(Protocol::Udp) => "udp",
+        _ => "ip",
+    }
+}
+
+/// `addr:port`, with IPv6 addresses in brackets.
+pub fn socket(addr: &str, port: u32) -> String {
+    let addr = display(addr);
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+/// One line saying what an event is about (not truncated; see [`MAX_SUMMARY_CHARS`]).
+pub fn event_summary(e: &Event) -> String {
+    match &e.kind {
+        Some(Kind::ProcessStart(p)) => {
+            let mut s = format!("{} — {}", display_bytes(&p.exe), argv_line(&p.argv));
+            if p.argv_truncated {
+                s.push_str(" [argv truncated]");
+            }
+            if !p.user.is_empty() {
+                s.push_str(&format!(" (user {})", display(&p.user)));
+            } else {
+                s.push_str(&format!(" (uid {})", p.uid));
+            }
+            s
+        }
+        Some(Kind::ProcessExit(x)) => {
+            if x.signal != 0 {
+                format!("killed by signal {}", x.signal)
+            } else {
+                format!("exited with code {}", x.exit_code)
+            }
+        }
+        Some(Kind::NetworkListen(n)) => format!(
+            "{} {} {}",
+            if n.closed {
+                "stopped listening"
+            } else {
+                "listening"
+            },
+            protocol(n.protocol),
+            socket(&n.local_addr, n.local_port)
+        ),
+        Some(Kind::NetworkConnection(c)) => {
+            let local = socket(&c.local_addr, c.local_port);
+            let remote = socket(&c.remote_addr, c.remote_port);
+            let line = match Direction::try_from(c.direction) {
+                Ok(Direction::Inbound) => {
+                    format!("inbound {} {remote} → {local}", protocol(c.protocol))
+                }
+                Ok(Direction::Outbound) => {
+                    format!("outbound {} {local} → {remote}", protocol(c.protocol))
+                }
+                _ => format!("{} {local} ↔ {remote}", protocol(c.protocol)),
+            };
+            if c.closed {
+                format!("{line} (closed)")
+            } else {
+                line
+            }
+        }
+        Some(Kind::Audit(a)) => {
+            let effect = match Effect::try_from(a.effect) {
+                Ok(Effect::Prevent) => "prevent",
+                Ok(Effect::Alert) => "alert",
+                _ => "audit",
+            };
+            format!("[{effect}] {}: {}", display(&a.rule), display(&a.message))
+        }
+        Some(Kind::Notice(n)) => {
+            let level = match Level::try_from(n.level) {
+                Ok(Level::Error) => "error",
+                Ok(Level::Warning) => "warning",
+                _ => "info",
+            };
+            let mut s = format!("[{level}] {}", display(&n.message));
+            if n.dropped > 0 {
+                s.push_str(&format!(" ({} events dropped)", n.dropped));
+            }
+            s
+        }
+        None => "unknown event".to_owned(),
+    }
+}
+
+/// The decoded event as JSON for the API: raw byte fields become lossy UTF-8 strings (not
+/// [`display`]ed: API consumers get the data, and escape for their own medium).
+pub fn event_detail(e: &Event) -> serde_json::Value {
+    use serde_json::json;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match &e.kind {
+        Some(Kind::ProcessStart(p)) => json!({
+            "pid": p.pid, "ppid": p.ppid, "exe": lossy(&p.exe),
+            "argv": p.argv.iter().map(|a| lossy(a)).collect::<Vec<_>>(),
+            "argv_truncated": p.argv_truncated, "uid": p.uid, "user": p.user,
+            "cwd": lossy(&p.cwd), "start_time": rfc3339(p.start_time_ms), "exe_sha256": p.exe_sha256,
+        }),
+        Some(Kind::ProcessExit(x)) => {
+            json!({"pid": x.pid, "exit_code": x.exit_code, "signal": x.signal})
+        }
+        Some(Kind::NetworkListen(n)) => json!({
+            "protocol": protocol(n.protocol), "local_addr": n.local_addr,
+            "local_port": n.local_port, "pid": n.pid, "closed": n.closed,
+        }),
+        Some(Kind::NetworkConnection(c)) => json!({
+            "protocol": protocol(c.protocol),
+            "direction": match Direction::try_from(c.direction) {
+                Ok(Direction::Inbound) => "inbound",
+                Ok(Direction::Outbound) => "outbound",
+                _ => "unknown",
+            },
+            "local_addr": c.local_addr, "local_port": c.local_port,
+            "remote_addr": c.remote_addr, "remote_port": c.remote_port,
+            "pid": c.pid, "closed": c.closed,
+        }),
+        Some(Kind::Audit(a)) => json!({
+            "rule": a.rule,
+            "effect": match Effect::try_from(a.effect) {
+                Ok(Effect::Prevent) => "prevent",
+                Ok(Effect::Alert) => "alert",
+                _ => "unspecified",
+            },
+            "message": a.message, "subject_seq": a.subject_seq, "pid": a.pid,
+        }),
+        Some(Kind::Notice(n)) => json!({
+            "level": match Level::try_from(n.level) {
+                Ok(Level::Error) => "error",
+                Ok(Level::Warning) => "warning",
+                Ok(Level::Info) => "info",
+                _ => "unspecified",
+            },
+            "message": n.message, "dropped": n.dropped,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use defender_proto::v1::{NetworkConnection, ProcessStart};
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_secs(1_700_000_000_999), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn deceptive_characters_become_visible() {
+        assert_eq!(display("a\u{202e}b\nc"), "a\\u{202e}b\\u{a}c");
+        assert_eq!(display("plain <b>"), "plain <b>");
+    }
+
+    #[test]
+    fn truncation_marks_the_cut_on_char_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "hé…");
+        assert_eq!(truncate("abc".into(), 3), "abc");
+    }
+
+    #[test]
+    fn names_fall_back_to_the_task_id() {
+        assert_eq!(arn_tail("arn:aws:ecs:us-east-1:1:task/prod/0abc"), "0abc");
+        assert_eq!(arn_tail("plain"), "plain");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(path_segment("ab-1"), "ab-1");
+        assert_eq!(path_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn process_start_shows_exe_and_quoted_argv() {
+        let e = Event {
+            kind: Some(Kind::ProcessStart(ProcessStart {
+                exe: b"/bin/sh".to_vec(),
+                argv: vec![b"sh".to_vec(), b"-c".to_vec(), b"echo 'hi' \xff".to_vec()],
+                user: "root".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_summary(&e),
+            "/bin/sh — sh -c 'echo '\\''hi'\\'' \u{fffd}' (user root)"
+        );
+    }
+
+    #[test]
+    fn connections_show_both_ends() {
+        let e = Event {
+            kind: Some(Kind::NetworkConnection(NetworkConnection {
+                protocol: Protocol::Tcp as i32,
+                direction: Direction::Outbound as i32,
+                local_addr: "10.0.0.5".into(),
+                local_port: 40000,
+                remote_addr: "2001:db8::1".into(),
+                remote_port: 443,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            event_summary(&e),
+            "outbound tcp 10.0.0.5:40000 → [2001:db8::1]:443"
+        );
+    }
+}

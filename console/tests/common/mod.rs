@@ -1,0 +1,109 @@
+//! Shared test harness: a real Console on 127.0.0.1 port 0 with a fresh data dir.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use defender_console::server::{self, RunningConsole, ServeConfig};
+use defender_console::store::TokenKind;
+use tokio::net::TcpListener;
+
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+pub fn config(data_dir: &Path, heartbeat: Duration) -> ServeConfig {
+    ServeConfig {
+        data_dir: data_dir.to_owned(),
+        sans: vec![],
+        heartbeat_interval: heartbeat,
+        defender_retention: Duration::from_secs(3600),
+        client_cert_validity: Duration::from_secs(3600),
+        admin_password: Some(ADMIN_PASSWORD.to_owned()),
+    }
+}
+
+pub async fn start_console(data_dir: &Path, heartbeat: Duration) -> RunningConsole {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    server::start(config(data_dir, heartbeat), grpc, http)
+        .await
+        .unwrap()
+}
+
+/// Restarts a console on the same gRPC port (so Defenders find it again) and data dir.
+pub async fn restart_console(
+    data_dir: &Path,
+    heartbeat: Duration,
+    grpc_port: u16,
+) -> RunningConsole {
+    let grpc = bind_retry(grpc_port).await;
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    server::start(config(data_dir, heartbeat), grpc, http)
+        .await
+        .unwrap()
+}
+
+async fn bind_retry(port: u16) -> TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => return l,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot rebind port {port}: {e}"),
+        }
+    }
+}
+
+pub async fn api_token(console: &RunningConsole) -> String {
+    console
+        .store
+        .create_token(TokenKind::Api, "test", None)
+        .await
+        .unwrap()
+}
+
+pub async fn bundle_b64(data_dir: &Path, console: &RunningConsole) -> String {
+    server::create_bundle(
+        data_dir,
+        &format!("127.0.0.1:{}", console.grpc_addr.port()),
+        "test",
+        None,
+    )
+    .await
+    .unwrap()
+    .encode()
+}
+
+/// GET /api/v1/defenders as JSON.
+pub async fn defenders(console: &RunningConsole, token: &str, query: &str) -> serde_json::Value {
+    let url = format!("http://{}/api/v1/defenders{query}", console.http_addr);
+    let resp = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "API call failed");
+    resp.json().await.unwrap()
+}
+
+/// Polls `check` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,14 @@
+//! Generated protocol types and gRPC stubs shared by the Defender and the Console. No logic here.
+
+/// Version 1 of the Defender protocol.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("defender.v1");
+}
+
+/// Largest gRPC message either side accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most events one `EventBatch` may carry.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Most argv bytes one process event carries; longer argv is truncated and flagged.
+pub const MAX_ARGV_BYTES: usize = 16 * 1024;

@@ -1,0 +1,1 @@
+//! Turns an ECS task definition into a protected one (filled by the next commit).
