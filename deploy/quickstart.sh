@@ -13,7 +13,7 @@ AGENT_DIR="${DEFENDER_DATA_DIR:-./defender-agent-data}"
 
 echo "==> building (first build takes a few minutes)"
 cargo build --quiet --bins
-BIN=./target/debug
+BIN="${CARGO_TARGET_DIR:-./target}/debug"
 
 pids=()
 cleanup() {
@@ -28,10 +28,16 @@ echo "==> starting the Console (UI on http://$HTTP_LISTEN)"
 pids+=($!)
 
 # Wait until the Console answers (bounded), instead of guessing a delay.
+up=""
 for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/${HTTP_LISTEN%:*}/${HTTP_LISTEN##*:}") 2>/dev/null; then break; fi
+    if (exec 3<>"/dev/tcp/${HTTP_LISTEN%:*}/${HTTP_LISTEN##*:}") 2>/dev/null; then up=1; break; fi
+    kill -0 "${pids[0]}" 2>/dev/null || break
     sleep 0.1
 done
+if [ -z "$up" ]; then
+    echo "the Console did not start (see its messages above)" >&2
+    exit 1
+fi
 
 echo "==> creating an install bundle and starting a demo Defender"
 BUNDLE="$("$BIN/defender-console" bundle --data-dir "$DATA_DIR" --console-addr "$GRPC_LISTEN" --description quickstart)"
