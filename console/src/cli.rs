@@ -40,6 +40,22 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// AWS Fargate: protect ECS task definitions with the Defender.
+    Fargate {
+        #[command(subcommand)]
+        command: FargateCommand,
+    },
+}
+
+/// Fargate subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FargateCommand {
+    /// Print a protected copy of an ECS task definition (Defender sidecar added, every container
+    /// started under the Defender), ready for `aws ecs register-task-definition --cli-input-json`.
+    ///
+    /// The protected JSON goes to stdout; warnings and errors go to stderr. On any error nothing
+    /// is printed on stdout and the exit status is non-zero.
+    Protect(ProtectArgs),
 }
 
 /// Token subcommands.
@@ -99,6 +115,76 @@ pub struct BundleArgs {
     /// Free text stored with the token.
     #[arg(long, default_value = "")]
     pub description: String,
+}
+
+/// `fargate protect` options.
+#[derive(Debug, Args, Clone)]
+pub struct ProtectArgs {
+    /// Task definition JSON (ECS console JSON tab, `describe-task-definition` output, or
+    /// `register-task-definition` input); `-` reads stdin. At most 1 MiB.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Console address `host:port` handed to the sidecar as DEFENDER_CONSOLE_ADDR
+    /// (informational); with --new-bundle, the address put in the bundle.
+    #[arg(long, env = "CONSOLE_ADDR")]
+    pub console_addr: Option<String>,
+    /// Image of the Defender sidecar container.
+    #[arg(long, env = "DEFENDER_IMAGE", default_value = defender_taskdef::DEFAULT_DEFENDER_IMAGE)]
+    pub defender_image: String,
+    /// Install bundle (base64, from `defender-console bundle`) put in the sidecar as the plain
+    /// INSTALL_BUNDLE environment variable. Without a bundle option, add INSTALL_BUNDLE yourself.
+    #[arg(
+        long,
+        env = "INSTALL_BUNDLE",
+        hide_env_values = true,
+        value_name = "B64",
+        conflicts_with = "bundle_secret"
+    )]
+    pub install_bundle: Option<String>,
+    /// Secrets Manager secret ARN, SSM parameter ARN or SSM parameter name holding the install
+    /// bundle; the sidecar gets it as the ECS secret INSTALL_BUNDLE (needs executionRoleArn).
+    #[arg(long, env = "INSTALL_BUNDLE_SECRET", value_name = "ARN")]
+    pub bundle_secret: Option<String>,
+    /// Create a new enrollment token in the Console's data directory (--data-dir) and embed
+    /// its install bundle as plain INSTALL_BUNDLE; needs --console-addr.
+    #[arg(
+        long,
+        env = "DEFENDER_NEW_BUNDLE",
+        requires = "console_addr",
+        conflicts_with_all = ["install_bundle", "bundle_secret"]
+    )]
+    pub new_bundle: bool,
+    /// Directory of the Console's database and CA; used by --new-bundle only.
+    #[arg(long, env = "CONSOLE_DATA_DIR", default_value = "./defender-data")]
+    pub data_dir: PathBuf,
+    /// `embedded`: every container starts under the Defender (full protection);
+    /// `sidecar`: containers are left alone, the sidecar watches the task's processes.
+    #[arg(long, env = "DEFENDER_MODE", value_enum, default_value = "embedded")]
+    pub mode: ProtectMode,
+    /// Name of the Defender sidecar container.
+    #[arg(long, env = "DEFENDER_SIDECAR_NAME", default_value = defender_taskdef::DEFAULT_SIDECAR_NAME)]
+    pub sidecar_name: String,
+    /// The image ENTRYPOINT of a container whose definition has no entryPoint, as
+    /// `NAME='["/docker-entrypoint.sh"]'` (`NAME='[]'` if the image has none). Repeatable; in
+    /// the environment, one per line.
+    #[arg(long, env = "DEFENDER_ENTRYPOINTS", value_name = "NAME=JSON_ARRAY")]
+    pub entrypoint: Vec<String>,
+}
+
+/// `--mode` of `fargate protect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtectMode {
+    Embedded,
+    Sidecar,
+}
+
+impl From<ProtectMode> for defender_taskdef::Mode {
+    fn from(mode: ProtectMode) -> Self {
+        match mode {
+            ProtectMode::Embedded => Self::Embedded,
+            ProtectMode::Sidecar => Self::Sidecar,
+        }
+    }
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, `7d` (a bare number means seconds).

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod fargate;
 pub mod grpc;
 pub mod pki;
 pub mod secrets;

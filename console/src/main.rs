@@ -1,8 +1,11 @@
 //! `defender-console` binary: parse the command line, set up logging and TLS, run the library.
 
+use std::io::Write;
+
 use anyhow::Context;
 use clap::Parser;
-use defender_console::cli::{Cli, Command, LogFormat, TokenCommand};
+use defender_console::cli::{Cli, Command, FargateCommand, LogFormat, TokenCommand};
+use defender_console::fargate;
 use defender_console::server::{self, ServeConfig};
 use defender_console::store::TokenKind;
 use tokio::net::TcpListener;
@@ -61,6 +64,28 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let (store, _) = server::open_data_dir(&args.data_dir).await?;
             println!("{}", store.create_token(TokenKind::Api, "cli", None).await?);
+        }
+        Command::Fargate {
+            command: FargateCommand::Protect(args),
+        } => {
+            // Nothing reaches stdout unless the whole protected definition does. Refusals are
+            // the operator's to fix: one plain line, never a backtrace.
+            let protected = match fargate::protect_command(&args).await {
+                Ok(protected) => protected,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            };
+            for warning in &protected.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let json = fargate::to_pretty_json(&protected.task_definition);
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(json.as_bytes())
+                .and_then(|()| stdout.flush())
+                .context("writing the protected task definition to stdout")?;
         }
     }
     Ok(())

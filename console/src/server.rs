@@ -108,6 +108,7 @@ pub async fn start(
     let grpc_addr = grpc_listener.local_addr().map_err(ServerError::Http)?;
     let http_addr = http_listener.local_addr().map_err(ServerError::Http)?;
     let (shutdown, watch_rx) = watch::channel(false);
+    let ca_pem: Arc<str> = Arc::from(ca.cert_pem());
 
     let grpc_state = Arc::new(GrpcState {
         store: store.clone(),
@@ -127,6 +128,9 @@ pub async fn start(
     let web_state = WebState {
         store: store.clone(),
         defender_retention: cfg.defender_retention,
+        ca_pem,
+        grpc_port: grpc_addr.port(),
+        sans: Arc::from(sans.clone()),
     };
     let http = tokio::spawn(web::serve(http_listener, web_state, wait_for(watch_rx)));
     tracing::info!(%grpc_addr, %http_addr, sans = ?sans, "console started");

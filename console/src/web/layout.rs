@@ -16,11 +16,18 @@ pub struct NavItem {
 }
 
 /// The navigation, in product order (Manage, Monitor, Defend, Deploy). Only pages that exist.
-pub const NAV: &[NavItem] = &[NavItem {
-    section: "Manage",
-    label: "Defenders",
-    href: "/manage/defenders",
-}];
+pub const NAV: &[NavItem] = &[
+    NavItem {
+        section: "Manage",
+        label: "Defenders",
+        href: "/manage/defenders",
+    },
+    NavItem {
+        section: "Deploy",
+        label: "Defenders",
+        href: "/deploy/defenders",
+    },
+];
 
 /// Constant CSS (no data in it).
 const CSS: &str = r#"
@@ -62,6 +69,27 @@ main.login label { display:grid; gap:4px; color:#344054; }
 main.login input { padding:8px; border:1px solid #d0d5dd; border-radius:6px; font:inherit; }
 main.login button { padding:8px; border:0; border-radius:6px; background:var(--accent); color:#fff; font:inherit; cursor:pointer; }
 .error { color:var(--err); }
+form.deploy { display:grid; gap:16px; background:#fff; border:1px solid var(--line); border-radius:8px; padding:16px 18px; }
+form.deploy .field { display:grid; gap:4px; align-content:start; min-width:0; }
+form.deploy fieldset { border:0; margin:0; padding:0; }
+form.deploy label, form.deploy legend { font-weight:600; color:#344054; }
+form.deploy legend { padding:0; margin-bottom:4px; }
+form.deploy label.choice { font-weight:normal; display:flex; gap:6px; align-items:baseline; }
+form.deploy .options { display:grid; grid-template-columns:repeat(auto-fit, minmax(340px, 1fr)); gap:16px 28px; }
+form.deploy input[type=text], textarea.code { width:100%; padding:7px 8px; border:1px solid #d0d5dd; border-radius:6px; font:inherit; }
+textarea.code { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12.5px; resize:vertical; }
+textarea.output { background:#fbfbfc; }
+[aria-invalid=true] { border-color:var(--err) !important; outline:1px solid var(--err); }
+.hint { color:var(--muted); font-size:12.5px; }
+.field-error { border-left:3px solid var(--err); padding:2px 10px; background:#fef3f2; }
+.field-error p { margin:4px 0; }
+button.primary { justify-self:start; padding:8px 16px; border:0; border-radius:6px; background:var(--accent); color:#fff; font:inherit; cursor:pointer; }
+section.result { background:#fff; border:1px solid var(--line); border-radius:8px; padding:4px 18px 16px; margin-bottom:20px; }
+.warnings, .notice { background:#fffaeb; border:1px solid #fedf89; border-radius:6px; padding:8px 14px; }
+.warnings ul { margin:4px 0 0; padding-left:20px; }
+.copy-row { display:flex; gap:12px; align-items:center; margin:10px 0 8px; }
+.copy-row button { padding:6px 14px; border:1px solid #d0d5dd; border-radius:6px; background:#fff; font:inherit; cursor:pointer; }
+section.steps pre { white-space:pre-wrap; word-break:break-all; }
 "#;
 
 /// Constant script (no data in it): every element with `data-refresh="URL"` has its children

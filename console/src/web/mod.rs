@@ -2,12 +2,12 @@
 //!
 //! Routes and who may use them:
 //!
-//! | Route                                   | Access                                   |
-//! |-----------------------------------------|------------------------------------------|
-//! | `GET /healthz`, `GET /metrics`          | open (metrics expose counts only)        |
-//! | `GET /login`, `POST /login`, `GET /`    | open                                     |
-//! | `POST /logout`, `GET /manage/…`         | UI session ([`auth::require_operator`]) |
-//! | `/api/v1/…`                             | API token or UI session ([`auth::require_api_caller`]) |
+//! | Route                                          | Access                                                  |
+//! |------------------------------------------------|---------------------------------------------------------|
+//! | `GET /healthz`, `GET /metrics`                 | open (metrics expose counts only)                       |
+//! | `GET /login`, `POST /login`, `GET /`           | open                                                    |
+//! | `POST /logout`, `/manage/…`, `/deploy/…`       | UI session ([`auth::require_operator`])                 |
+//! | `/api/v1/…`                                    | API token or UI session ([`auth::require_api_caller`])  |
 //!
 //! New UI pages go into the `ui` router of [`router`] (they get the session and CSRF checks and
 //! an [`Operator`] extension); new API routes into its `api` router. Every response passes
@@ -16,12 +16,14 @@
 mod api;
 mod auth;
 mod defenders;
+mod deploy;
 mod layout;
 mod metrics;
 mod render;
 mod security;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,6 +37,7 @@ use tokio::net::TcpListener;
 
 pub use api::{DefenderJson, EventJson};
 pub use auth::{ApiCaller, CSRF_FIELD, CSRF_HEADER, Operator, SESSION_COOKIE};
+pub use deploy::WARNINGS_HEADER;
 pub use layout::{NAV, NavItem, bare_page, page};
 pub use security::CspNonce;
 
@@ -48,6 +51,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct WebState {
     pub store: Store,
     pub defender_retention: Duration,
+    /// PEM of the Console CA, for the install bundles Deploy > Defenders creates.
+    pub ca_pem: Arc<str>,
+    /// Port of the gRPC listener: the default port of a Console address given without one.
+    pub grpc_port: u16,
+    /// Names the gRPC server certificate carries; Console addresses in new bundles are checked
+    /// against them.
+    pub sans: Arc<[String]>,
 }
 
 impl WebState {
@@ -100,12 +110,20 @@ pub fn router(state: WebState) -> Router {
         .route(defenders::LIST_PATH, get(defenders::list_page))
         .route(defenders::ROWS_PATH, get(defenders::rows))
         .route("/manage/defenders/{id}", get(defenders::detail_page))
+        .route(
+            deploy::PAGE_PATH,
+            get(deploy::page).post(deploy::generate_page),
+        )
         .route("/logout", post(auth::logout))
         .route_layer(from_fn_with_state(state.clone(), auth::require_operator));
     let api = Router::new()
         .route("/api/v1/defenders", get(api::list_defenders))
         .route("/api/v1/defenders/{id}", get(api::get_defender))
         .route("/api/v1/defenders/{id}/events", get(api::list_events))
+        .route(
+            deploy::API_PATH,
+            post(deploy::fargate_json).layer(DefaultBodyLimit::max(deploy::API_BODY_LIMIT)),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_caller));
     Router::new()
         .route("/", get(|| async { Redirect::to(auth::HOME) }))
