@@ -2,8 +2,11 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::spool::{DropPolicy, FsyncPolicy, SpoolConfig};
 
 /// `defender`: the App-Embedded Defender.
 #[derive(Debug, Parser)]
@@ -33,6 +36,91 @@ pub enum LogFormat {
 pub enum Command {
     /// Standalone mode: run ARGV under the Defender (wrapper and sidecar in one process).
     Run(RunArgs),
+    /// Simulated Defenders producing synthetic events: load generator and fault-test producer.
+    Simulate(SimulateArgs),
+}
+
+/// Options of the on-disk event spool.
+#[derive(Debug, Args, Clone)]
+pub struct SpoolArgs {
+    /// Cap on the spool's disk use (e.g. 64MiB, 512KiB, or bytes).
+    #[arg(long, env = "DEFENDER_SPOOL_MAX_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub spool_max_bytes: u64,
+    /// What to drop when the spool is full: `oldest` or `newest`.
+    #[arg(long, env = "DEFENDER_SPOOL_DROP", default_value = "oldest")]
+    pub spool_drop: DropPolicy,
+    /// When to fsync the spool: `always`, `never`, or an interval like `1s`.
+    #[arg(long, env = "DEFENDER_SPOOL_FSYNC", default_value = "1s")]
+    pub spool_fsync: FsyncPolicy,
+}
+
+impl SpoolArgs {
+    /// The spool configuration these flags describe.
+    pub fn config(&self) -> SpoolConfig {
+        SpoolConfig {
+            max_bytes: self.spool_max_bytes,
+            drop_policy: self.spool_drop,
+            fsync: self.spool_fsync,
+            ..SpoolConfig::default()
+        }
+    }
+}
+
+/// `simulate` options.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Install bundle (base64) from `defender-console bundle`.
+    #[arg(long, env = "INSTALL_BUNDLE", hide_env_values = true)]
+    pub install_bundle: String,
+    /// Directory holding one sub-directory (identity, spool) per simulated Defender.
+    #[arg(long, env = "DEFENDER_DATA_DIR", default_value = "./defender-sim-data")]
+    pub data_dir: PathBuf,
+    /// Number of simulated Defenders.
+    #[arg(long, default_value_t = 1)]
+    pub defenders: usize,
+    /// Events each simulated Defender produces.
+    #[arg(long, default_value_t = 1000)]
+    pub events: u64,
+    /// Events per second over all Defenders (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Longest wait between reconnection attempts.
+    #[arg(long, env = "DEFENDER_RECONNECT_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+}
+
+/// Parses `64MiB`, `512KiB`, `1GiB`, `10MB` or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 64MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(format!("invalid size unit in {s:?}: use KiB, MiB or GiB")),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+/// Parses `500ms`, `10s`, `5m` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    }
 }
 
 /// `run` options.
@@ -48,7 +136,26 @@ pub struct RunArgs {
         default_value = "./defender-agent-data"
     )]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
     /// The application's command line (after `--`).
     #[arg(last = true, required = true, value_name = "ARGV")]
     pub argv: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
 }

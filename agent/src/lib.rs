@@ -6,8 +6,11 @@ pub mod cli;
 pub mod identity;
 pub mod link;
 pub mod metadata;
+pub mod outbox;
 pub mod run;
 pub mod selfstats;
+pub mod simulate;
+pub mod spool;
 pub mod supervise;
 pub mod transport;
 

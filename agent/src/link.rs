@@ -3,25 +3,33 @@
 //! after the Console's last stored seq), delete what the Console acks, and reconnect with capped
 //! exponential backoff plus jitter whenever the stream is lost.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use defender_proto::MAX_MESSAGE_BYTES;
 use defender_proto::v1::{
-    ConsoleMessage, DefenderMessage, Heartbeat, Hello, Mode, TaskMetadata, console_message,
-    defender_message, defender_service_client::DefenderServiceClient,
+    ConsoleMessage, DefenderMessage, Event, EventBatch, Heartbeat, Hello, Mode, TaskMetadata,
+    console_message, defender_message, defender_service_client::DefenderServiceClient,
 };
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::bundle::InstallBundle;
 use crate::identity::{self, Identity};
+use crate::outbox::Outbox;
 use crate::transport::{self, describe_status};
 use crate::{selfstats, unix_ms};
 
 /// How long the Console may take to answer Hello with Welcome.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches sent and not yet acked: the backpressure window towards a slow Console.
+const WINDOW_BATCHES: usize = 4;
+/// Bytes of events in one batch (well under the gRPC message limit).
+const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Reconnect delays: doubled after each failure up to `max`, reset once connected.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +56,8 @@ pub struct LinkConfig {
     pub mode: Mode,
     pub metadata: TaskMetadata,
     pub backoff: Backoff,
+    /// The spool whose events this link delivers.
+    pub outbox: Arc<Outbox>,
 }
 
 /// What the link is doing, for health checks and tests.
@@ -155,7 +165,7 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
             metadata: Some(cfg.metadata.clone()),
             agent_version: crate::VERSION.to_owned(),
             mode: cfg.mode as i32,
-            last_acked_seq: 0,
+            last_acked_seq: cfg.outbox.stats().acked_seq,
         })),
     };
     if tx.send(hello).await.is_err() {
@@ -186,29 +196,132 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
     state.send_replace(LinkState::Connected {
         defender_id: id.defender_id.clone(),
     });
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu = selfstats::CpuMeter::new();
+    let outbox = &cfg.outbox;
+    // Trust the Console's figure: it has everything up to it, and nothing after it.
+    let mut cursor = welcome.last_stored_seq;
+    {
+        let mut spool = outbox.spool();
+        if let Err(e) = spool
+            .ensure_next_seq_above(welcome.last_stored_seq)
+            .and_then(|()| spool.ack(welcome.last_stored_seq))
+        {
+            return StreamEnd::Lost(format!("spool: {e}"));
+        }
+    }
+    // The first heartbeat goes at once, before any replay, so the Console sees the spool's
+    // figures (drops counted while disconnected) without waiting an interval.
+    if let Err(end) = heartbeat(&tx, outbox, &mut cpu).await {
+        return end;
+    }
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
     loop {
+        if in_flight.len() < WINDOW_BATCHES {
+            match next_batch(outbox, cursor) {
+                Ok(Some((last, batch))) if batch.events.is_empty() => {
+                    cursor = last;
+                    continue;
+                }
+                Ok(Some((last, batch))) => {
+                    let msg = DefenderMessage {
+                        msg: Some(defender_message::Msg::Events(batch)),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        return StreamEnd::Lost("stream closed".into());
+                    }
+                    cursor = last;
+                    in_flight.push_back(last);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return StreamEnd::Lost(format!("spool: {e}")),
+            }
+        }
+        let window_open = in_flight.len() < WINDOW_BATCHES;
         tokio::select! {
             _ = ticker.tick() => {
-                let hb = Heartbeat {
-                    rss_bytes: selfstats::rss_bytes(),
-                    cpu_centipercent: cpu.centipercent(),
-                    sent_at_ms: unix_ms(),
-                    ..Default::default()
-                };
-                let msg = DefenderMessage { msg: Some(defender_message::Msg::Heartbeat(hb)) };
-                if tx.send(msg).await.is_err() {
-                    return StreamEnd::Lost("stream closed".into());
+                if let Err(end) = heartbeat(&tx, outbox, &mut cpu).await {
+                    return end;
                 }
             }
+            _ = outbox.appended(), if window_open => {}
             msg = inbound.message() => match msg {
-                Ok(Some(_)) => {}
+                Ok(Some(m)) => match m.msg {
+                    Some(console_message::Msg::Ack(ack)) => {
+                        if let Err(e) = outbox.spool().ack(ack.up_to_seq) {
+                            return StreamEnd::Lost(format!("spool: {e}"));
+                        }
+                        while in_flight.front().is_some_and(|s| *s <= ack.up_to_seq) {
+                            in_flight.pop_front();
+                        }
+                    }
+                    Some(console_message::Msg::Policy(p)) => {
+                        tracing::debug!(version = p.policy.map(|p| p.version), "policy update");
+                    }
+                    _ => {}
+                },
                 Ok(None) => return StreamEnd::Lost("the Console closed the stream".into()),
                 Err(s) => return classify(&s),
             }
         }
     }
+}
+
+/// Sends one heartbeat with the spool's figures (and fsyncs the spool if its policy wants).
+async fn heartbeat(
+    tx: &mpsc::Sender<DefenderMessage>,
+    outbox: &Outbox,
+    cpu: &mut selfstats::CpuMeter,
+) -> Result<(), StreamEnd> {
+    if let Err(e) = outbox.spool().sync() {
+        tracing::warn!("spool sync failed: {e}");
+    }
+    let stats = outbox.stats();
+    let hb = Heartbeat {
+        queue_depth: stats.pending,
+        spool_bytes: stats.bytes,
+        dropped_events: stats.dropped,
+        rss_bytes: selfstats::rss_bytes(),
+        cpu_centipercent: cpu.centipercent(),
+        sent_at_ms: unix_ms(),
+    };
+    let msg = DefenderMessage {
+        msg: Some(defender_message::Msg::Heartbeat(hb)),
+    };
+    tx.send(msg)
+        .await
+        .map_err(|_| StreamEnd::Lost("stream closed".into()))
+}
+
+/// The next batch of spooled events after `cursor` with the last seq it covers, if any.
+fn next_batch(
+    outbox: &Outbox,
+    cursor: u64,
+) -> Result<Option<(u64, EventBatch)>, crate::spool::SpoolError> {
+    let records =
+        outbox
+            .spool()
+            .read_after(cursor, defender_proto::MAX_BATCH_EVENTS, BATCH_BYTES)?;
+    let Some(last) = records.last().map(|(seq, _)| *seq) else {
+        return Ok(None);
+    };
+    let events = records
+        .into_iter()
+        .filter_map(|(seq, bytes)| match Event::decode(bytes.as_slice()) {
+            Ok(mut e) => {
+                e.seq = seq;
+                Some(e)
+            }
+            Err(e) => {
+                // Framing and checksum passed, so this is a bug, not disk damage: skip it loudly.
+                tracing::error!(seq, "undecodable spooled event skipped: {e}");
+                None
+            }
+        })
+        .collect();
+    Ok(Some((last, EventBatch { events })))
 }
 
 fn classify(s: &tonic::Status) -> StreamEnd {

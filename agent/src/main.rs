@@ -10,8 +10,48 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {
         Command::Run(args) => defender::run::run(args).await,
+        Command::Simulate(args) => simulate(args).await,
     };
     std::process::exit(code);
+}
+
+async fn simulate(args: defender::cli::SimulateArgs) -> i32 {
+    let bundle = match defender::bundle::InstallBundle::decode(&args.install_bundle) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("defender simulate: {e}");
+            return 2;
+        }
+    };
+    let cfg = defender::simulate::SimulateConfig {
+        bundle,
+        data_dir: args.data_dir,
+        defenders: args.defenders.max(1),
+        events: args.events,
+        rate: args.rate.max(0.0),
+        spool: args.spool.config(),
+        backoff: defender::link::Backoff {
+            max: args.reconnect_max,
+            ..Default::default()
+        },
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("defender simulate: interrupted, summarising");
+            let _ = stop_tx.send(true);
+        }
+    });
+    match defender::simulate::simulate(cfg, stop).await {
+        Ok(summary) => {
+            println!("{summary}");
+            0
+        }
+        Err(e) => {
+            eprintln!("defender simulate: {e}");
+            1
+        }
+    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -8,6 +8,8 @@ use common::*;
 use defender::bundle::InstallBundle;
 use defender::identity;
 use defender::link::{Backoff, Link, LinkConfig, LinkState};
+use defender::outbox::Outbox;
+use defender::spool::SpoolConfig;
 use defender_proto::v1::{
     ConsoleMessage, DefenderMessage, Event, EventBatch, Hello, Mode, ProcessExit, TaskMetadata,
     console_message, defender_message, defender_service_client::DefenderServiceClient, event,
@@ -38,6 +40,7 @@ fn link_config(bundle: &str, dir: &std::path::Path, host: &str) -> LinkConfig {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(300),
         },
+        outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
     }
 }
 

@@ -1,0 +1,277 @@
+//! `defender simulate`: N simulated Defenders, each with its own identity and spool, producing
+//! realistic synthetic events. The deterministic producer for fault tests, the load generator
+//! for benchmarks, and a way to fill a demo Console.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use defender_proto::v1::{
+    ContainerInfo, Direction, Event, Mode, NetworkConnection, NetworkListen, ProcessExit,
+    ProcessStart, Protocol, TaskMetadata, event,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use crate::bundle::InstallBundle;
+use crate::link::{Backoff, Link, LinkConfig};
+use crate::outbox::Outbox;
+use crate::spool::SpoolConfig;
+use crate::unix_ms;
+
+/// What to simulate.
+#[derive(Clone)]
+pub struct SimulateConfig {
+    pub bundle: InstallBundle,
+    pub data_dir: PathBuf,
+    pub defenders: usize,
+    /// Events each simulated Defender produces.
+    pub events: u64,
+    /// Events per second over all Defenders; 0 means as fast as possible.
+    pub rate: f64,
+    pub spool: SpoolConfig,
+    pub backoff: Backoff,
+}
+
+/// What a run did, printed as one line.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub defenders: usize,
+    pub produced: u64,
+    pub acked: u64,
+    pub dropped: u64,
+    pub elapsed: Duration,
+    pub peak_rss_bytes: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "simulate: defenders={} produced={} acked={} dropped={} elapsed={:.2}s rate={:.0} events/s peak_rss={:.1}MiB",
+            self.defenders,
+            self.produced,
+            self.acked,
+            self.dropped,
+            secs,
+            if secs > 0.0 {
+                self.produced as f64 / secs
+            } else {
+                0.0
+            },
+            self.peak_rss_bytes as f64 / 1_048_576.0
+        )
+    }
+}
+
+/// Runs the simulation until every produced event is acknowledged (or dropped by the cap), or
+/// until `stop` turns true; either way the summary covers what was done.
+pub async fn simulate(
+    cfg: SimulateConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<Summary, crate::spool::SpoolError> {
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for i in 0..cfg.defenders {
+        let dir = cfg.data_dir.join(format!("sim-{i}"));
+        let outbox = Outbox::open(&dir.join("spool"), cfg.spool)?;
+        let link = Link::spawn(LinkConfig {
+            bundle: cfg.bundle.clone(),
+            data_dir: dir,
+            mode: Mode::Simulated,
+            metadata: metadata(i),
+            backoff: cfg.backoff,
+            outbox: outbox.clone(),
+        });
+        let rate = cfg.rate / cfg.defenders.max(1) as f64;
+        let before = outbox.stats();
+        let handle = tokio::spawn(produce(i, outbox.clone(), cfg.events, rate, stop.clone()));
+        producers.push((outbox, link, before, handle));
+    }
+    let mut produced = Vec::new();
+    for (outbox, link, before, handle) in producers {
+        let n = handle.await.unwrap_or(0);
+        produced.push((outbox, link, before, n));
+    }
+    let total: u64 = produced.iter().map(|p| p.3).sum();
+    // Tests and operators watch for this line: everything is in the spools now.
+    eprintln!("simulate: all {total} events spooled");
+    let mut summary = Summary {
+        defenders: cfg.defenders,
+        produced: total,
+        ..Default::default()
+    };
+    for (outbox, link, before, n) in produced {
+        let last_seq = outbox.stats().last_seq;
+        let mut stop = stop.clone();
+        let stats = loop {
+            let stats = outbox.stats();
+            if stats.acked_seq >= last_seq || *stop.borrow() {
+                break stats;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = stop.changed() => {}
+            }
+        };
+        link.stop();
+        let dropped = stats.dropped - before.dropped;
+        // Seqs this run assigned (a refused event gets none), those the cap deleted, and those
+        // at or below the Console's ack: the rest reached the Console.
+        let assigned = last_seq - before.last_seq;
+        let dropped_with_seq = dropped.saturating_sub(n - assigned);
+        let acked_range = stats
+            .acked_seq
+            .saturating_sub(before.last_seq)
+            .min(assigned);
+        summary.dropped += dropped;
+        summary.acked += acked_range.saturating_sub(dropped_with_seq);
+    }
+    summary.elapsed = started.elapsed();
+    summary.peak_rss_bytes = peak_rss_bytes();
+    Ok(summary)
+}
+
+async fn produce(
+    i: usize,
+    outbox: Arc<Outbox>,
+    events: u64,
+    rate: f64,
+    stop: watch::Receiver<bool>,
+) -> u64 {
+    let mut rng = StdRng::seed_from_u64(0x5eed ^ i as u64);
+    let started = Instant::now();
+    let mut produced = 0u64;
+    while produced < events && !*stop.borrow() {
+        if rate > 0.0 {
+            // Pace against the wall clock so bursts after a stall catch up to the rate.
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            if produced >= due {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        } else if produced.is_multiple_of(512) {
+            tokio::task::yield_now().await;
+        }
+        outbox.push(synthetic_event(&mut rng, produced));
+        produced += 1;
+    }
+    produced
+}
+
+fn metadata(i: usize) -> TaskMetadata {
+    TaskMetadata {
+        hostname: format!("sim-{i}"),
+        cluster: "simulated".into(),
+        task_arn: format!("arn:aws:ecs:us-east-1:000000000000:task/simulated/{i:032x}"),
+        family: "simulated-app".into(),
+        revision: "1".into(),
+        availability_zone: "us-east-1a".into(),
+        launch_type: "FARGATE".into(),
+        containers: vec![ContainerInfo {
+            name: "app".into(),
+            image: "example/app:1.0".into(),
+            ..Default::default()
+        }],
+    }
+}
+
+const PROGRAMS: [(&str, &[&str], &str); 6] = [
+    (
+        "/usr/bin/python3",
+        &["python3", "app.py", "--port", "8080"],
+        "app",
+    ),
+    (
+        "/bin/sh",
+        &["sh", "-c", "curl -s http://api.internal/health"],
+        "app",
+    ),
+    (
+        "/usr/bin/curl",
+        &["curl", "-s", "https://example.com/"],
+        "app",
+    ),
+    (
+        "/usr/sbin/nginx",
+        &["nginx", "-g", "daemon off;"],
+        "www-data",
+    ),
+    (
+        "/usr/bin/java",
+        &["java", "-Xmx512m", "-jar", "/srv/api.jar"],
+        "app",
+    ),
+    ("/bin/ls", &["ls", "-la", "/tmp"], "root"),
+];
+
+/// One plausible event; `n` spreads pids.
+pub fn synthetic_event(rng: &mut StdRng, n: u64) -> Event {
+    let pid = 100 + (n % 30_000) as u32;
+    let kind = match rng.random_range(0..10) {
+        0..=3 => {
+            let (exe, argv, user) = PROGRAMS[rng.random_range(0..PROGRAMS.len())];
+            event::Kind::ProcessStart(ProcessStart {
+                pid,
+                ppid: 1,
+                exe: exe.as_bytes().to_vec(),
+                argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                argv_truncated: false,
+                uid: if user == "root" { 0 } else { 1000 },
+                user: user.into(),
+                cwd: b"/srv".to_vec(),
+                start_time_ms: unix_ms(),
+                exe_sha256: String::new(),
+            })
+        }
+        4..=5 => event::Kind::ProcessExit(ProcessExit {
+            pid,
+            exit_code: rng.random_range(0..2),
+            signal: 0,
+        }),
+        6 => event::Kind::NetworkListen(NetworkListen {
+            protocol: Protocol::Tcp as i32,
+            local_addr: "0.0.0.0".into(),
+            local_port: [80, 443, 8080, 9090][rng.random_range(0..4)],
+            pid,
+            closed: false,
+        }),
+        _ => event::Kind::NetworkConnection(NetworkConnection {
+            protocol: Protocol::Tcp as i32,
+            direction: Direction::Outbound as i32,
+            local_addr: "10.0.1.15".into(),
+            local_port: rng.random_range(32768..60999),
+            remote_addr: format!(
+                "10.0.{}.{}",
+                rng.random_range(0..4),
+                rng.random_range(2..250)
+            ),
+            remote_port: [443, 5432, 6379, 80][rng.random_range(0..4)],
+            pid,
+            closed: false,
+        }),
+    };
+    Event {
+        seq: 0,
+        time_ms: unix_ms(),
+        container: "app".into(),
+        kind: Some(kind),
+    }
+}
+
+/// Highest resident memory of this process so far (VmHWM), bytes.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
