@@ -26,14 +26,6 @@ pub async fn run_child(argv: &[OsString]) -> i32 {
         tracing::error!("no application command given");
         return EXIT_CANNOT_START;
     };
-    let mut child = match Command::new(program).args(args).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot start {}: {e}", program.to_string_lossy());
-            return EXIT_CANNOT_START;
-        }
-    };
-    let pid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for sig in FORWARDED {
         match signal(SignalKind::from_raw(sig)) {
@@ -50,6 +42,16 @@ pub async fn run_child(argv: &[OsString]) -> i32 {
             Err(e) => tracing::warn!("cannot forward signal {sig}: {e}"),
         }
     }
+    // Handlers are in place before the child exists: a signal sent as soon as the application
+    // is up must reach it, not kill the Defender and orphan the application.
+    let mut child = match Command::new(program).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot start {}: {e}", program.to_string_lossy());
+            return EXIT_CANNOT_START;
+        }
+    };
+    let pid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
     loop {
         tokio::select! {
             status = child.wait() => {

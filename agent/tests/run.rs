@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use base64::Engine;
 
-fn defender() -> Command {
+/// The real binary, with its state in a fresh directory (never the working tree).
+fn defender() -> (Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_defender"));
-    c.env_remove("INSTALL_BUNDLE");
-    c
+    c.env_remove("INSTALL_BUNDLE")
+        .env("DEFENDER_DATA_DIR", dir.path());
+    (c, dir)
 }
 
 /// A syntactically valid bundle whose Console is not listening.
@@ -28,11 +31,10 @@ fn unreachable_bundle() -> String {
 
 #[test]
 fn exits_with_the_applications_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = defender()
-        .args(["run", "--data-dir"])
-        .arg(dir.path())
+    let (mut cmd, _dir) = defender();
+    let out = cmd
         .args([
+            "run",
             "--install-bundle",
             &unreachable_bundle(),
             "--",
@@ -48,7 +50,8 @@ fn exits_with_the_applications_status() {
 
 #[test]
 fn killed_application_exits_128_plus_signal() {
-    let out = defender()
+    let (mut cmd, _dir) = defender();
+    let out = cmd
         .args([
             "run",
             "--install-bundle",
@@ -65,7 +68,8 @@ fn killed_application_exits_128_plus_signal() {
 
 #[test]
 fn bad_bundle_is_one_clear_line_and_the_app_still_runs() {
-    let out = defender()
+    let (mut cmd, _dir) = defender();
+    let out = cmd
         .args([
             "run",
             "--install-bundle",
@@ -86,7 +90,8 @@ fn bad_bundle_is_one_clear_line_and_the_app_still_runs() {
 
 #[test]
 fn missing_program_exits_127() {
-    let out = defender()
+    let (mut cmd, _dir) = defender();
+    let out = cmd
         .args(["run", "--", "/nonexistent/program"])
         .output()
         .unwrap();
@@ -96,11 +101,10 @@ fn missing_program_exits_127() {
 
 #[test]
 fn sigterm_is_forwarded_to_the_application() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = defender()
-        .args(["run", "--data-dir"])
-        .arg(dir.path())
+    let (mut cmd, _dir) = defender();
+    let mut child = cmd
         .args([
+            "run",
             "--install-bundle",
             &unreachable_bundle(),
             "--",
@@ -114,17 +118,18 @@ fn sigterm_is_forwarded_to_the_application() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    // The app is running while the Console is unreachable; now stop it the way ECS does.
+    // The app runs while the Defender reports the Console unreachable.
+    let mut errs = BufReader::new(child.stderr.take().unwrap()).lines();
+    let said_down = errs
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("Console link down"));
+    assert!(said_down, "the Defender says the Console is unreachable");
+    // Now stop it the way ECS does.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(lines.next().unwrap().unwrap(), "got-term");
     let status = wait_with_deadline(&mut child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(42));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(
-        err.contains("Console link down"),
-        "the Defender says the Console is unreachable: {err}"
-    );
 }
 
 fn wait_with_deadline(
