@@ -38,6 +38,97 @@ pub enum Command {
     Run(RunArgs),
     /// Simulated Defenders producing synthetic events: load generator and fault-test producer.
     Simulate(SimulateArgs),
+    /// Fargate modes: sidecar, app-container entrypoint wrapper, health check.
+    Fargate {
+        #[command(subcommand)]
+        command: FargateCommand,
+    },
+}
+
+/// `defender fargate …`
+#[derive(Debug, Subcommand)]
+pub enum FargateCommand {
+    /// The task's Defender: identity, Console stream, spool, local socket for wrappers.
+    Sidecar(SidecarArgs),
+    /// Run ARGV (an app container's original entrypoint and command) under the Defender.
+    Entrypoint(EntrypointArgs),
+    /// Exit 0 when the sidecar is enrolled and connected to the Console.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// How a protected task is protected (set by the generated task definition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FargateMode {
+    /// App containers run under `fargate entrypoint`; the sidecar relays their events.
+    Embedded,
+    /// `pidMode: task`: the sidecar observes every process of the task itself.
+    Sidecar,
+}
+
+impl std::fmt::Display for FargateMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FargateMode::Embedded => "embedded",
+            FargateMode::Sidecar => "sidecar",
+        })
+    }
+}
+
+/// `fargate sidecar` options.
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Install bundle (base64), usually from the task definition's secrets.
+    #[arg(long, env = "INSTALL_BUNDLE", hide_env_values = true)]
+    pub install_bundle: Option<String>,
+    /// Directory for the identity and the spool.
+    #[arg(
+        long,
+        env = "DEFENDER_DATA_DIR",
+        default_value = "/var/lib/defender/data"
+    )]
+    pub data_dir: PathBuf,
+    /// Unix socket between the sidecar and the app-container wrappers.
+    #[arg(long, env = "DEFENDER_SOCKET", default_value = crate::local::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// `embedded` (app containers wrapped) or `sidecar` (pidMode task, observe from here).
+    #[arg(long, env = "DEFENDER_MODE", default_value = "embedded")]
+    pub mode: FargateMode,
+    /// How often processes and sockets are polled (sidecar mode).
+    #[arg(long, env = "DEFENDER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long to wait for the Console to ack what is spooled.
+    #[arg(long, env = "DEFENDER_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub spool: SpoolArgs,
+}
+
+/// `fargate entrypoint` options.
+#[derive(Debug, Args)]
+pub struct EntrypointArgs {
+    /// Unix socket of the task's sidecar.
+    #[arg(long, env = "DEFENDER_SOCKET", default_value = crate::local::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// This container's name in the task definition.
+    #[arg(long, env = "DEFENDER_CONTAINER_NAME", default_value = "app")]
+    pub container: String,
+    /// This container's image.
+    #[arg(long, env = "DEFENDER_CONTAINER_IMAGE", default_value = "")]
+    pub image: String,
+    /// How often processes and sockets are polled.
+    #[arg(long, env = "DEFENDER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// The application's command line (after `--`).
+    #[arg(last = true, required = true, value_name = "ARGV")]
+    pub argv: Vec<OsString>,
+}
+
+/// `fargate healthcheck` options.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Unix socket of the task's sidecar.
+    #[arg(long, env = "DEFENDER_SOCKET", default_value = crate::local::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// Options of the on-disk event spool.
@@ -136,6 +227,12 @@ pub struct RunArgs {
         default_value = "./defender-agent-data"
     )]
     pub data_dir: PathBuf,
+    /// How often processes and sockets are polled.
+    #[arg(long, env = "DEFENDER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// After the application exits, how long to wait for the Console to ack what is spooled.
+    #[arg(long, env = "DEFENDER_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     #[command(flatten)]
     pub spool: SpoolArgs,
     /// The application's command line (after `--`).

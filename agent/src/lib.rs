@@ -3,9 +3,13 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod enforce;
+pub mod fargate;
 pub mod identity;
 pub mod link;
+pub mod local;
 pub mod metadata;
+pub mod observe;
 pub mod outbox;
 pub mod run;
 pub mod selfstats;

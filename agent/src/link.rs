@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use defender_proto::MAX_MESSAGE_BYTES;
 use defender_proto::v1::{
-    ConsoleMessage, DefenderMessage, Event, EventBatch, Heartbeat, Hello, Mode, TaskMetadata,
-    console_message, defender_message, defender_service_client::DefenderServiceClient,
+    ConsoleMessage, DefenderMessage, Event, EventBatch, Heartbeat, Hello, Mode, Policy,
+    TaskMetadata, console_message, defender_message,
+    defender_service_client::DefenderServiceClient,
 };
 use prost::Message;
 use tokio::sync::{mpsc, watch};
@@ -58,6 +59,8 @@ pub struct LinkConfig {
     pub backoff: Backoff,
     /// The spool whose events this link delivers.
     pub outbox: Arc<Outbox>,
+    /// Receives every runtime policy the Console sends (Welcome and PolicyUpdate).
+    pub policy: Option<tokio::sync::watch::Sender<Option<Policy>>>,
 }
 
 /// What the link is doing, for health checks and tests.
@@ -183,6 +186,9 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
         Ok(Ok(_)) => return StreamEnd::Lost("the Console did not answer with Welcome".into()),
         Err(_) => return StreamEnd::Lost("timed out waiting for Welcome".into()),
     };
+    if let (Some(tx), Some(p)) = (&cfg.policy, welcome.policy.clone()) {
+        publish_policy(tx, p);
+    }
     let interval = match welcome.heartbeat_interval_ms {
         0 => Duration::from_secs(10),
         ms => Duration::from_millis(u64::from(ms))
@@ -257,8 +263,10 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
                             in_flight.pop_front();
                         }
                     }
-                    Some(console_message::Msg::Policy(p)) => {
-                        tracing::debug!(version = p.policy.map(|p| p.version), "policy update");
+                    Some(console_message::Msg::Policy(update)) => {
+                        if let (Some(tx), Some(p)) = (&cfg.policy, update.policy) {
+                            publish_policy(tx, p);
+                        }
                     }
                     _ => {}
                 },
@@ -322,6 +330,18 @@ fn next_batch(
         })
         .collect();
     Ok(Some((last, EventBatch { events })))
+}
+
+/// Passes a policy on unless the same or a newer version is already there.
+fn publish_policy(tx: &tokio::sync::watch::Sender<Option<Policy>>, p: Policy) {
+    tx.send_if_modified(|cur| {
+        if cur.as_ref().is_some_and(|c| c.version >= p.version) {
+            return false;
+        }
+        tracing::info!(version = p.version, "runtime policy received");
+        *cur = Some(p);
+        true
+    });
 }
 
 fn classify(s: &tonic::Status) -> StreamEnd {

@@ -1,7 +1,7 @@
 //! `defender` binary: parse the command line, set up logging and TLS, run the library.
 
 use clap::Parser;
-use defender::cli::{Cli, Command, LogFormat};
+use defender::cli::{Cli, Command, FargateCommand, LogFormat};
 
 #[tokio::main]
 async fn main() {
@@ -11,6 +11,13 @@ async fn main() {
     let code = match cli.command {
         Command::Run(args) => defender::run::run(args).await,
         Command::Simulate(args) => simulate(args).await,
+        Command::Fargate { command } => match command {
+            FargateCommand::Sidecar(args) => defender::fargate::sidecar::run(args).await,
+            FargateCommand::Entrypoint(args) => defender::fargate::entrypoint::run(args).await,
+            FargateCommand::Healthcheck(args) => {
+                defender::fargate::healthcheck::run(&args.socket).await
+            }
+        },
     };
     std::process::exit(code);
 }

@@ -1,34 +1,34 @@
-//! `defender run`: the application runs whatever happens to the Console link; the Defender
-//! exits with the application's status.
+//! `defender run`: standalone mode (wrapper and sidecar in one process) for non-Fargate hosts
+//! and local demos. The application runs whatever happens to the Console link; its processes
+//! and sockets are observed and spooled; the Defender exits with the application's status.
+
+use std::sync::Arc;
 
 use defender_proto::v1::{Mode, agent_notice};
 
 use crate::bundle::InstallBundle;
 use crate::cli::RunArgs;
+use crate::enforce::{self, Enforcer, EnforcingSink};
+use crate::fargate::sidecar::drain;
 use crate::link::{Backoff, Link, LinkConfig};
+use crate::observe::process::ProcessScope;
+use crate::observe::{EventSink, ObserveConfig, Observer};
 use crate::outbox::Outbox;
-use crate::{metadata, supervise};
+use crate::supervise::{EXIT_CANNOT_START, Supervisor};
 
 /// Runs the application under the Defender and returns the exit status to use.
 pub async fn run(args: RunArgs) -> i32 {
     // The application starts first: a Console problem must never keep it from running.
-    let app = tokio::spawn(async move { supervise::run_child(&args.argv).await });
-    let link = match InstallBundle::decode(args.install_bundle.as_deref().unwrap_or("")) {
+    let supervisor = match Supervisor::spawn(&args.argv, true) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    let protected = match InstallBundle::decode(args.install_bundle.as_deref().unwrap_or("")) {
         Ok(bundle) => match Outbox::open(&args.data_dir.join("spool"), args.spool.config()) {
-            Ok(outbox) => {
-                outbox.notice(
-                    agent_notice::Level::Info,
-                    format!("Defender {} started in standalone mode", crate::VERSION),
-                );
-                Some(Link::spawn(LinkConfig {
-                    bundle,
-                    data_dir: args.data_dir,
-                    mode: Mode::Standalone,
-                    metadata: metadata::local(),
-                    backoff: Backoff::default(),
-                    outbox,
-                }))
-            }
+            Ok(outbox) => Some((bundle, outbox)),
             Err(e) => {
                 tracing::error!("Defender disabled, the application runs unprotected: {e}");
                 None
@@ -39,9 +39,52 @@ pub async fn run(args: RunArgs) -> i32 {
             None
         }
     };
-    let code = app.await.unwrap_or(1);
-    if let Some(link) = link {
-        link.stop();
+    let Some((bundle, outbox)) = protected else {
+        return supervisor.wait(None).await;
+    };
+    outbox.notice(
+        agent_notice::Level::Info,
+        format!("Defender {} started in standalone mode", crate::VERSION),
+    );
+    let metadata = crate::metadata::discover().await;
+    let container = std::env::var("DEFENDER_CONTAINER_NAME")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| metadata.hostname.clone());
+    let enforcer = Enforcer::new(&metadata, &[], Some(args.data_dir.join("policy.json")));
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(enforcer.current());
+    let applying = enforce::follow(enforcer.clone(), policy_rx);
+    let link = Link::spawn(LinkConfig {
+        bundle,
+        data_dir: args.data_dir,
+        mode: Mode::Standalone,
+        metadata,
+        backoff: Backoff::default(),
+        outbox: outbox.clone(),
+        policy: Some(policy_tx),
+    });
+    let (reaped_tx, reaped_rx) = tokio::sync::mpsc::unbounded_channel();
+    let observer = Observer::spawn(
+        ObserveConfig {
+            interval: args.poll_interval,
+            scope: ProcessScope::Descendants(supervisor.pid()),
+            container,
+            proc_root: "/proc".into(),
+        },
+        Arc::new(EnforcingSink {
+            inner: outbox.clone() as Arc<dyn EventSink>,
+            enforcer,
+        }),
+        Some(reaped_rx),
+    );
+    let code = supervisor.wait(Some(reaped_tx)).await;
+    let _ = tokio::task::spawn_blocking(move || observer.stop()).await;
+    // Deliver what the run produced if the Console is there; the rest stays spooled.
+    drain(&outbox, args.drain_timeout).await;
+    link.stop();
+    applying.abort();
+    if let Err(e) = outbox.spool().sync_now() {
+        tracing::warn!("spool sync at exit failed: {e}");
     }
     code
 }

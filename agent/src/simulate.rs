@@ -84,6 +84,7 @@ pub async fn simulate(
             metadata: metadata(i),
             backoff: cfg.backoff,
             outbox: outbox.clone(),
+            policy: None,
         });
         let rate = cfg.rate / cfg.defenders.max(1) as f64;
         let before = outbox.stats();
@@ -230,6 +231,7 @@ pub fn synthetic_event(rng: &mut StdRng, n: u64) -> Event {
             pid,
             exit_code: rng.random_range(0..2),
             signal: 0,
+            status_known: true,
         }),
         6 => event::Kind::NetworkListen(NetworkListen {
             protocol: Protocol::Tcp as i32,

@@ -1,11 +1,14 @@
-//! Runs the application as a child: forwards catchable signals to it and reports its exit
-//! status the way a shell would (code, or 128 + signal).
+//! Runs the application as a child the way an init would: the Defender becomes a child
+//! subreaper (orphaned descendants are re-parented to it and reaped, so no zombies pile up and
+//! their exit statuses are known), forwards catchable signals to the application, and ends with
+//! its exit status (the code, or 128 + signal) like a shell.
 
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 /// Signals passed on to the application.
 const FORWARDED: [libc::c_int; 6] = [
@@ -20,55 +23,155 @@ const FORWARDED: [libc::c_int; 6] = [
 /// Exit status when the application could not be started (as shells use).
 pub const EXIT_CANNOT_START: i32 = 127;
 
-/// Starts `argv` and returns its exit status once it ends, forwarding signals meanwhile.
-pub async fn run_child(argv: &[OsString]) -> i32 {
-    let Some((program, args)) = argv.split_first() else {
-        tracing::error!("no application command given");
-        return EXIT_CANNOT_START;
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for sig in FORWARDED {
-        match signal(SignalKind::from_raw(sig)) {
-            Ok(mut s) => {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while s.recv().await.is_some() {
-                        if tx.send(sig).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot forward signal {sig}: {e}"),
-        }
+/// How a reaped process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exited {
+    pub pid: u32,
+    /// Exit code when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number when a signal ended it.
+    pub signal: Option<i32>,
+}
+
+impl Exited {
+    /// The status a shell would report: the code, or 128 + signal.
+    pub fn shell_status(&self) -> i32 {
+        self.code.or(self.signal.map(|s| 128 + s)).unwrap_or(1)
     }
-    // Handlers are in place before the child exists: a signal sent as soon as the application
-    // is up must reach it, not kill the Defender and orphan the application.
-    let mut child = match Command::new(program).args(args).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot start {}: {e}", program.to_string_lossy());
-            return EXIT_CANNOT_START;
-        }
-    };
-    let pid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                return match status {
-                    Ok(s) => s.code().or_else(|| s.signal().map(|sig| 128 + sig)).unwrap_or(1),
-                    Err(e) => {
-                        tracing::error!("waiting for the application failed: {e}");
-                        1
-                    }
-                };
+}
+
+/// The running application.
+pub struct Supervisor {
+    pid: u32,
+    forwarded: mpsc::UnboundedReceiver<libc::c_int>,
+    sigchld: tokio::signal::unix::Signal,
+}
+
+/// Why the application could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("no application command given")]
+    NoCommand,
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+impl Supervisor {
+    /// Starts `argv`. With `subreaper`, orphaned descendants are re-parented to this process.
+    pub fn spawn(argv: &[OsString], subreaper: bool) -> Result<Self, SuperviseError> {
+        let (program, args) = argv.split_first().ok_or(SuperviseError::NoCommand)?;
+        if subreaper {
+            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag only.
+            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            if rc != 0 {
+                tracing::warn!(
+                    "cannot become child subreaper: {}",
+                    std::io::Error::last_os_error()
+                );
             }
-            Some(sig) = rx.recv() => {
-                if let Some(pid) = pid {
-                    // SAFETY: kill has no memory-safety preconditions; pid is our child's.
-                    unsafe { libc::kill(pid, sig) };
+        }
+        // Handlers exist before the child does: a signal sent as soon as the application is up
+        // must reach it, not kill the Defender and orphan the application.
+        let sigchld = signal(SignalKind::child()).map_err(SuperviseError::Signal)?;
+        let (tx, forwarded) = mpsc::unbounded_channel();
+        for sig in FORWARDED {
+            let mut stream = signal(SignalKind::from_raw(sig)).map_err(SuperviseError::Signal)?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(sig).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // std, not tokio, spawns: this module reaps every child itself with waitpid(-1).
+        let child =
+            Command::new(program)
+                .args(args)
+                .spawn()
+                .map_err(|source| SuperviseError::Spawn {
+                    program: program.to_string_lossy().into_owned(),
+                    source,
+                })?;
+        Ok(Self {
+            pid: child.id(),
+            forwarded,
+            sigchld,
+        })
+    }
+
+    /// The application's pid (the root of the observed process tree).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Forwards signals and reaps children until the application exits; every reaped process
+    /// (the application too) is sent to `reaped`. Returns the application's exit status.
+    pub async fn wait(mut self, reaped: Option<mpsc::UnboundedSender<Exited>>) -> i32 {
+        // SIGCHLD can coalesce; the periodic sweep also catches a status missed in a race.
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            for exited in reap_all() {
+                if let Some(tx) = &reaped {
+                    let _ = tx.send(exited);
+                }
+                if exited.pid == self.pid {
+                    return exited.shell_status();
                 }
             }
+            tokio::select! {
+                _ = self.sigchld.recv() => {}
+                _ = sweep.tick() => {}
+                Some(sig) = self.forwarded.recv() => {
+                    if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+                        // SAFETY: kill has no memory-safety preconditions; the pid is our child,
+                        // not yet reaped (we reap it ourselves), so it cannot have been reused.
+                        unsafe { libc::kill(pid, sig) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Collects every exited child without blocking.
+fn reap_all() -> Vec<Exited> {
+    let mut out = Vec::new();
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return out;
+        }
+        let (code, signal) = if libc::WIFEXITED(status) {
+            (Some(libc::WEXITSTATUS(status)), None)
+        } else if libc::WIFSIGNALED(status) {
+            (None, Some(libc::WTERMSIG(status)))
+        } else {
+            continue;
+        };
+        out.push(Exited {
+            pid: pid as u32,
+            code,
+            signal,
+        });
+    }
+}
+
+/// Starts `argv`, forwards signals, and returns its exit status (127 when it cannot start).
+pub async fn run_child(argv: &[OsString]) -> i32 {
+    match Supervisor::spawn(argv, true) {
+        Ok(s) => s.wait(None).await,
+        Err(e) => {
+            tracing::error!("{e}");
+            EXIT_CANNOT_START
         }
     }
 }

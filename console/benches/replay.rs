@@ -75,6 +75,7 @@ async fn run() {
         },
         backoff: Backoff::default(),
         outbox: outbox.clone(),
+        policy: None,
     });
     let last = outbox.stats().last_seq;
     while outbox.stats().acked_seq < last {

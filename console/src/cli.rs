@@ -99,6 +99,26 @@ pub struct ServeArgs {
     /// Password of the `admin` account on first start (otherwise one is generated and printed once).
     #[arg(long, env = "CONSOLE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// Forward every new runtime audit as JSON (one POST per audit) to this http or https URL;
+    /// repeatable or comma-separated. At least once, in order, retried with backoff until a 2xx.
+    #[arg(
+        long = "audit-webhook",
+        env = "CONSOLE_AUDIT_WEBHOOK",
+        value_name = "URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub audit_webhooks: Vec<String>,
+    /// Header sent with every audit webhook request, as `Name: value` (e.g. `Authorization:
+    /// Bearer …`); repeatable; in the environment, one per line. Never logged.
+    #[arg(
+        long = "audit-webhook-header",
+        env = "CONSOLE_AUDIT_WEBHOOK_HEADER",
+        value_name = "NAME: VALUE",
+        value_delimiter = '\n',
+        hide_env_values = true
+    )]
+    pub audit_webhook_headers: Vec<String>,
 }
 
 /// `bundle` options.

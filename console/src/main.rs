@@ -23,6 +23,10 @@ async fn main() -> anyhow::Result<()> {
             let http = TcpListener::bind(&args.http_listen)
                 .await
                 .with_context(|| format!("binding HTTP listener {}", args.http_listen))?;
+            let webhooks = defender_console::webhook::targets(
+                &args.audit_webhooks,
+                &args.audit_webhook_headers,
+            )?;
             let cfg = ServeConfig {
                 data_dir: args.data.data_dir,
                 sans: args.sans,
@@ -31,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
                 client_cert_validity: args.client_cert_validity,
                 admin_password: args.admin_password,
             };
-            let console = server::start(cfg, grpc, http).await?;
+            let mut console = server::start(cfg, grpc, http).await?;
+            console.forward_audits(webhooks, Default::default()).await?;
             if let Some(pw) = &console.generated_admin_password {
                 // Printed once, on the terminal only (never logged): only its hash is stored.
                 eprintln!(

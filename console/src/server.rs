@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::bundle::InstallBundle;
 use crate::grpc::{self, GrpcState};
 use crate::pki::{CertAuthority, PkiError};
+use crate::policy_feed::PolicyFeed;
 use crate::store::{EventWriter, Store, StoreError, TokenKind};
 use crate::web::{self, WebState};
 
@@ -52,9 +53,13 @@ pub struct RunningConsole {
     /// The admin password when it was generated at this first start (print it once).
     pub generated_admin_password: Option<String>,
     pub store: Store,
+    /// The runtime policy feed (publish a saved version to push it to every stream).
+    pub policy: PolicyFeed,
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
+    /// Audit webhook forwarders ([`RunningConsole::forward_audits`]).
+    webhooks: Vec<JoinHandle<()>>,
 }
 
 /// SANs every server certificate carries, so local Defenders can always connect.
@@ -108,6 +113,12 @@ pub async fn start(
     let grpc_addr = grpc_listener.local_addr().map_err(ServerError::Http)?;
     let http_addr = http_listener.local_addr().map_err(ServerError::Http)?;
     let (shutdown, watch_rx) = watch::channel(false);
+    let policy = PolicyFeed::new(store.current_policy().await?.as_ref());
+    tokio::spawn(
+        policy
+            .clone()
+            .follow(store.clone(), wait_for(watch_rx.clone())),
+    );
     let ca_pem: Arc<str> = Arc::from(ca.cert_pem());
 
     let grpc_state = Arc::new(GrpcState {
@@ -118,6 +129,7 @@ pub async fn start(
         heartbeat_interval: cfg.heartbeat_interval,
         client_cert_validity: cfg.client_cert_validity,
         stopping: watch_rx.clone(),
+        policy: policy.clone(),
     });
     let grpc = tokio::spawn(grpc::serve(
         grpc_listener,
@@ -131,6 +143,7 @@ pub async fn start(
         ca_pem,
         grpc_port: grpc_addr.port(),
         sans: Arc::from(sans.clone()),
+        policy: policy.clone(),
     };
     let http = tokio::spawn(web::serve(http_listener, web_state, wait_for(watch_rx)));
     tracing::info!(%grpc_addr, %http_addr, sans = ?sans, "console started");
@@ -139,9 +152,11 @@ pub async fn start(
         http_addr,
         generated_admin_password,
         store,
+        policy,
         shutdown,
         grpc,
         http,
+        webhooks: Vec::new(),
     })
 }
 
@@ -155,14 +170,39 @@ impl RunningConsole {
         let _ = self.shutdown.send(true);
     }
 
+    /// Starts forwarding runtime audits to `targets` (`serve --audit-webhook`), one forwarder
+    /// per URL, until the Console stops. Returns once every new webhook's cursor exists, so
+    /// every audit stored from then on is forwarded. See [`crate::webhook`].
+    pub async fn forward_audits(
+        &mut self,
+        targets: Vec<crate::webhook::Target>,
+        timing: crate::webhook::Timing,
+    ) -> Result<(), crate::webhook::StartError> {
+        let handles = crate::webhook::start(
+            self.store.clone(),
+            targets,
+            timing,
+            self.shutdown.subscribe(),
+        )
+        .await?;
+        self.webhooks.extend(handles);
+        Ok(())
+    }
+
     /// Stops abruptly, as a crash would: open streams are cut, not closed.
     pub fn abort(self) {
         self.grpc.abort();
         self.http.abort();
+        for w in &self.webhooks {
+            w.abort();
+        }
     }
 
-    /// Waits until both servers have stopped.
+    /// Waits until both servers (and the audit forwarders) have stopped.
     pub async fn wait(self) -> Result<(), ServerError> {
+        for w in self.webhooks {
+            let _ = w.await;
+        }
         let grpc = self.grpc.await;
         let http = self.http.await;
         if let Ok(Err(e)) = grpc {

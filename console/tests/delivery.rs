@@ -2,6 +2,8 @@
 //! the `defender simulate` binary, SIGKILLed, cut off by a TCP proxy, and restarted. Every test
 //! ends by checking the Console's SQLite file: exactly the expected seqs, once each.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,21 +21,6 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 fn console_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_defender-console"))
-}
-
-/// The `defender` binary, built now (a no-op when fresh) so the test never runs a stale one:
-/// cargo only guarantees this package's own binaries are up to date.
-fn defender_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "defender", "--bin", "defender"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the defender binary failed");
-    });
-    console_bin().with_file_name("defender")
 }
 
 fn free_port() -> u16 {
@@ -147,7 +134,7 @@ struct Sim {
 
 impl Sim {
     fn start(bundle: &str, dir: &Path, events: u64, extra: &[&str]) -> Self {
-        let mut child = Command::new(defender_bin())
+        let mut child = Command::new(common::defender_bin())
             .args([
                 "simulate",
                 "--defenders",

@@ -41,6 +41,7 @@ fn link_config(bundle: &str, dir: &std::path::Path, host: &str) -> LinkConfig {
             max: Duration::from_millis(300),
         },
         outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
+        policy: None,
     }
 }
 
@@ -164,6 +165,7 @@ fn exit_event(seq: u64) -> Event {
             pid: 100 + seq as u32,
             exit_code: 0,
             signal: 0,
+            status_known: true,
         })),
     }
 }

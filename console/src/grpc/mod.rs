@@ -30,6 +30,8 @@ pub struct GrpcState {
     pub client_cert_validity: Duration,
     /// Turns true when the Console stops, so open streams end and graceful shutdown can finish.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The runtime policy in force, pushed to every stream.
+    pub policy: crate::policy_feed::PolicyFeed,
 }
 
 /// Serves enrollment and Connect on `listener` until `shutdown` resolves.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use defender_proto::MAX_BATCH_EVENTS;
 use defender_proto::v1::{
-    Ack, ConsoleMessage, DefenderMessage, Hello, Welcome, console_message, defender_message,
-    defender_service_server::DefenderService,
+    Ack, ConsoleMessage, DefenderMessage, Hello, PolicyUpdate, Welcome, console_message,
+    defender_message, defender_service_server::DefenderService,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -89,7 +89,7 @@ impl DefenderService for DefenderApi {
             msg: Some(console_message::Msg::Welcome(Welcome {
                 heartbeat_interval_ms: u32::try_from(interval_ms).unwrap_or(u32::MAX),
                 last_stored_seq,
-                policy: None,
+                policy: state.policy.current(),
                 defender_id: id.clone(),
             })),
         };
@@ -117,10 +117,32 @@ async fn run_stream(
     // A stream with no message for this long is dead even if TCP has not noticed.
     let idle_limit = state.heartbeat_interval * crate::status::MISSED_HEARTBEATS as u32;
     let mut stopping = state.stopping.clone();
+    let mut policy = state.policy.subscribe();
+    // Welcome carried the version current then; only later ones are pushed.
+    policy.mark_unchanged();
     let reason = loop {
         let next = tokio::select! {
             next = tokio::time::timeout(idle_limit, inbound.next()) => next,
-            _ = stopping.wait_for(|stop| *stop) => break "console shutting down".to_owned(),
+            // Mapped to (): the watch guard must not live across the awaits below.
+            _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                break "console shutting down".to_owned()
+            }
+            changed = policy.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let update = policy.borrow_and_update().clone();
+                if let Some(p) = update {
+                    tracing::info!(version = p.version, "pushing runtime policy");
+                    let msg = ConsoleMessage {
+                        msg: Some(console_message::Msg::Policy(PolicyUpdate { policy: Some(p) })),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break "defender went away".to_owned();
+                    }
+                }
+                continue;
+            }
         };
         let msg = match next {
             Err(_) => break "no heartbeat within 3 intervals".to_owned(),

@@ -1,8 +1,12 @@
 //! The Console's database: one SQLite file (WAL) in the data directory, reached only through
 //! this module so the queries stay portable to PostgreSQL.
 
+pub mod audits;
 mod defenders;
 mod events;
+pub mod forensics;
+mod policy;
+mod policy_history;
 mod tokens;
 mod users;
 mod web_queries;
@@ -16,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use defenders::{DefenderRecord, Health, NewDefender, SessionRef};
 pub use events::{EventWriter, StoredEvent, WriteError};
+pub use policy::PolicyVersion;
 pub use tokens::TokenKind;
 pub use users::UiSession;
 

@@ -1,5 +1,29 @@
 //! REST API v1 (JSON). Authentication is done by the router's middleware
 //! ([`super::auth::require_api_caller`]); handlers only see authorised requests.
+//!
+//! | Route                                   | Answer                                              |
+//! |-----------------------------------------|-----------------------------------------------------|
+//! | `GET /api/v1/defenders[?connected=…]`   | `[Defender]`                                        |
+//! | `GET /api/v1/defenders/{id}`            | `Defender` (404 when unknown)                       |
+//! | `GET /api/v1/defenders/{id}/events`     | `[Event]`, newest first (filters as below)          |
+//! | `GET /api/v1/defenders/{id}/observations` | executables, listening sockets, destinations      |
+//! | `GET /api/v1/events?defender=ID…`       | `{defender_id, events: [Event], older_before, newer_after}` |
+//!
+//! Event filters: `kind` (a stored kind — `process_start`, `process_exit`, `network_listen`,
+//! `network_connection`, `audit`, `notice` — or a group `process`, `network`, `audit`,
+//! `notice`; a comma-separated list selects their union), `since` (inclusive) and `until`
+//! (exclusive) as unix milliseconds or RFC 3339 (a zone-less `YYYY-MM-DDTHH:MM[:SS]` is UTC),
+//! `before=SEQ` / `after=SEQ` (keyset cursors: pass a page's `older_before` as `before` to get
+//! the next older page), `limit` 1..=1000 (default 100). Any invalid parameter is a 400 with
+//! `{"error": …}`; `/api/v1/events` without `defender` is a 400, with an unknown one a 404.
+//!
+//! Raw bytes (exe, argv, cwd) are lossy UTF-8 strings; where they are not valid UTF-8 the exact
+//! bytes come along in standard base64: `exe_b64`, `cwd_b64`, and `argv_b64` (all arguments,
+//! parallel to `argv`) when any argument is not valid UTF-8. No `*_b64` field: the string is
+//! exact. Observations are a separate resource (not part of `GET /api/v1/defenders/{id}`, which
+//! stays one cheap row and equal to its entry in the list): they decode up to
+//! [`OBSERVATION_WINDOW`] of the Defender's newest events and say `truncated` when older ones
+//! exist.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -8,21 +32,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::render::{event_detail, event_summary, rfc3339};
+use super::forensics::{OBSERVATION_WINDOW, parse_kinds, parse_time};
+use super::render::{event_detail, event_summary, protocol, put_bytes, rfc3339};
 use super::{WebState, api_error, visible_defenders};
 use crate::status::status_of;
+use crate::store::audits::AuditCounts;
+use crate::store::forensics::{EventPage, EventQuery, Observations};
 use crate::store::{DefenderRecord, StoreError, StoredEvent, now_ms};
 
-/// Event kinds the events endpoint filters on (the names stored beside each event).
-const EVENT_KINDS: [&str; 6] = [
-    "process_start",
-    "process_exit",
-    "network_listen",
-    "network_connection",
-    "audit",
-    "notice",
-];
-/// Default and largest `limit` of the events endpoint.
+/// Default and largest `limit` of the events endpoints.
 const DEFAULT_EVENTS: i64 = 100;
 const MAX_EVENTS: i64 = 1000;
 
@@ -56,6 +74,9 @@ pub struct DefenderJson {
     /// RFC 3339.
     pub enrolled_at: String,
     pub decommissioned: bool,
+    /// Runtime audits the Defender reported, and how many of them it prevented.
+    pub audits: i64,
+    pub audits_prevented: i64,
 }
 
 impl DefenderJson {
@@ -88,7 +109,16 @@ impl DefenderJson {
             cpu_percent: d.cpu_centipercent as f64 / 100.0,
             enrolled_at: rfc3339(d.enrolled_at),
             decommissioned: d.decommissioned_at.is_some(),
+            audits: 0,
+            audits_prevented: 0,
         }
+    }
+
+    /// With the Defender's audit counts.
+    pub fn with_audits(mut self, c: AuditCounts) -> Self {
+        self.audits = c.total;
+        self.audits_prevented = c.prevented;
+        self
     }
 }
 
@@ -134,9 +164,15 @@ pub async fn list_defenders(
         Ok(v) => v,
         Err(e) => return internal(&e),
     };
+    let audits = match state.store.audit_counts().await {
+        Ok(c) => c,
+        Err(e) => return internal(&e),
+    };
     let list: Vec<DefenderJson> = defenders
         .iter()
-        .map(|d| DefenderJson::new(d, now))
+        .map(|d| {
+            DefenderJson::new(d, now).with_audits(audits.get(&d.id).copied().unwrap_or_default())
+        })
         .filter(|d| connected.is_none_or(|want| d.connected == want))
         .collect();
     Json(list).into_response()
@@ -145,22 +181,74 @@ pub async fn list_defenders(
 /// `GET /api/v1/defenders/{id}`: one Defender, whatever its age (404 when unknown).
 pub async fn get_defender(State(state): State<WebState>, Path(id): Path<String>) -> Response {
     match state.store.get_defender(&id).await {
-        Ok(Some(d)) => Json(DefenderJson::new(&d, now_ms())).into_response(),
+        Ok(Some(d)) => match state.store.audit_counts_of(&d.id).await {
+            Ok(c) => Json(DefenderJson::new(&d, now_ms()).with_audits(c)).into_response(),
+            Err(e) => internal(&e),
+        },
         Ok(None) => api_error(StatusCode::NOT_FOUND, "no such defender"),
         Err(e) => internal(&e),
     }
 }
 
-/// Query of `GET /api/v1/defenders/{id}/events`.
-#[derive(Debug, Deserialize)]
+/// Query of the events endpoints. Everything is taken as text and checked here, so every
+/// mistake gets a message saying what is expected.
+#[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
+    /// Required by `GET /api/v1/events`; ignored by `/api/v1/defenders/{id}/events`.
+    defender: Option<String>,
+    /// A stored kind or a group (`process`, `network`, `audit`, `notice`); a comma-separated
+    /// list of them selects their union.
     kind: Option<String>,
-    limit: Option<i64>,
+    /// Unix milliseconds or RFC 3339 (a zone-less `YYYY-MM-DDTHH:MM[:SS]` is taken as UTC).
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn bad_request(message: &str) -> Response {
+    api_error(StatusCode::BAD_REQUEST, message)
+}
+
+/// Checks an events query and turns it into the store's; `Err` is the message of a 400.
+fn event_query(q: &EventsQuery) -> Result<EventQuery, String> {
+    let (_, kinds) = parse_kinds(q.kind.as_deref())?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_EVENTS,
+        Some(l) => l
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_EVENTS).contains(l))
+            .ok_or_else(|| format!("limit must be between 1 and {MAX_EVENTS}"))?,
+    };
+    let time = |name: &str, v: Option<&str>| -> Result<Option<i64>, String> {
+        v.map(|v| parse_time(v).map_err(|e| format!("{name}: {e}")))
+            .transpose()
+    };
+    let seq = |name: &str, v: Option<&str>| -> Result<Option<i64>, String> {
+        v.map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{name} must be an event seq (an integer)"))
+        })
+        .transpose()
+    };
+    Ok(EventQuery {
+        kinds,
+        since_ms: time("since", q.since.as_deref())?,
+        until_ms: time("until", q.until.as_deref())?,
+        before_seq: seq("before", q.before.as_deref())?,
+        after_seq: seq("after", q.after.as_deref())?,
+        limit,
+    })
 }
 
 /// An event as the API returns it.
 #[derive(Debug, Serialize)]
 pub struct EventJson {
+    pub defender_id: String,
     pub seq: i64,
     /// RFC 3339, when the Defender observed it.
     pub time: String,
@@ -171,13 +259,15 @@ pub struct EventJson {
     pub pid: Option<i64>,
     /// One human-readable line.
     pub summary: String,
-    /// The decoded event's fields.
+    /// The decoded event's fields (see [`event_detail`] for raw bytes: lossy UTF-8 strings, plus
+    /// `exe_b64`/`cwd_b64`/`argv_b64` exactly when the bytes are not valid UTF-8).
     pub detail: serde_json::Value,
 }
 
 impl EventJson {
     fn new(e: &StoredEvent) -> Self {
         Self {
+            defender_id: e.defender_id.clone(),
             seq: e.seq,
             time: rfc3339(e.time_ms),
             received_at: rfc3339(e.received_at),
@@ -190,7 +280,68 @@ impl EventJson {
     }
 }
 
-/// `GET /api/v1/defenders/{id}/events[?kind=…][&limit=1..1000]`: newest events first.
+/// One page of `GET /api/v1/events`.
+#[derive(Debug, Serialize)]
+pub struct EventPageJson {
+    pub defender_id: String,
+    /// Newest first.
+    pub events: Vec<EventJson>,
+    /// Pass as `before` for the next older page; null when there is none.
+    pub older_before: Option<i64>,
+    /// Pass as `after` for the next newer page; null when there is none.
+    pub newer_after: Option<i64>,
+}
+
+/// 404 unless the Defender exists.
+async fn require_defender(state: &WebState, id: &str) -> Result<(), Response> {
+    match state.store.get_defender(id).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(api_error(StatusCode::NOT_FOUND, "no such defender")),
+        Err(e) => Err(internal(&e)),
+    }
+}
+
+async fn page_of(state: &WebState, id: &str, q: &EventQuery) -> Result<EventPage, Response> {
+    require_defender(state, id).await?;
+    state
+        .store
+        .event_page(id, q)
+        .await
+        .map_err(|e| internal(&e))
+}
+
+/// `GET /api/v1/events?defender=ID[&kind=…][&since=…][&until=…][&before=SEQ|&after=SEQ][&limit=1..1000]`:
+/// one page of a Defender's events, newest first, with the cursors of the neighbouring pages.
+/// 400 when `defender` is missing or a parameter is invalid, 404 when the Defender is unknown.
+pub async fn events(
+    State(state): State<WebState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(rejection) => return bad_query(&rejection),
+    };
+    let Some(id) = query.defender.as_deref().filter(|d| !d.is_empty()) else {
+        return bad_request("defender is required (a Defender id)");
+    };
+    let q = match event_query(&query) {
+        Ok(q) => q,
+        Err(message) => return bad_request(&message),
+    };
+    match page_of(&state, id, &q).await {
+        Ok(page) => Json(EventPageJson {
+            defender_id: id.to_owned(),
+            events: page.events.iter().map(EventJson::new).collect(),
+            older_before: page.older_before,
+            newer_after: page.newer_after,
+        })
+        .into_response(),
+        Err(res) => res,
+    }
+}
+
+/// `GET /api/v1/defenders/{id}/events`: the same filters as `/api/v1/events` (its `defender`
+/// is the path's), answering with the bare array of events, newest first.
 pub async fn list_events(
     State(state): State<WebState>,
     Path(id): Path<String>,
@@ -200,32 +351,86 @@ pub async fn list_events(
         Ok(q) => q,
         Err(rejection) => return bad_query(&rejection),
     };
-    if let Some(kind) = query.kind.as_deref()
-        && !EVENT_KINDS.contains(&kind)
-    {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            &format!("kind must be one of {}", EVENT_KINDS.join(", ")),
-        );
+    let q = match event_query(&query) {
+        Ok(q) => q,
+        Err(message) => return bad_request(&message),
+    };
+    match page_of(&state, &id, &q).await {
+        Ok(page) => {
+            Json(page.events.iter().map(EventJson::new).collect::<Vec<_>>()).into_response()
+        }
+        Err(res) => res,
     }
-    let limit = query.limit.unwrap_or(DEFAULT_EVENTS);
-    if !(1..=MAX_EVENTS).contains(&limit) {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            &format!("limit must be between 1 and {MAX_EVENTS}"),
-        );
+}
+
+fn observations_json(id: &str, o: &Observations) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let executables: Vec<Value> = o
+        .executables
+        .iter()
+        .map(|x| {
+            let mut obj = serde_json::Map::new();
+            put_bytes(&mut obj, "exe", &x.exe);
+            obj.insert("starts".into(), x.starts.into());
+            obj.insert("last_seen".into(), rfc3339(x.last_seen_ms).into());
+            obj.insert("sha256".into(), x.sha256.clone().into());
+            obj.insert("sha256_varies".into(), x.sha256_varies.into());
+            Value::Object(obj)
+        })
+        .collect();
+    let listening: Vec<Value> = o
+        .listening
+        .iter()
+        .map(|l| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("protocol".into(), protocol(l.protocol).into());
+            obj.insert("address".into(), l.addr.clone().into());
+            obj.insert("port".into(), l.port.into());
+            obj.insert("pid".into(), l.pid.into());
+            obj.insert("container".into(), l.container.clone().into());
+            match &l.exe {
+                Some(exe) => put_bytes(&mut obj, "exe", exe),
+                None => {
+                    obj.insert("exe".into(), Value::Null);
+                }
+            }
+            obj.insert("open".into(), l.open.into());
+            obj.insert("last_seen".into(), rfc3339(l.last_seen_ms).into());
+            Value::Object(obj)
+        })
+        .collect();
+    let destinations: Vec<Value> = o
+        .destinations
+        .iter()
+        .map(|d| {
+            json!({
+                "protocol": protocol(d.protocol), "address": d.addr, "port": d.port,
+                "connections": d.connections, "last_seen": rfc3339(d.last_seen_ms),
+            })
+        })
+        .collect();
+    json!({
+        "defender_id": id,
+        "window": OBSERVATION_WINDOW,
+        "events_examined": o.events_examined,
+        "truncated": o.truncated,
+        "capped": o.capped,
+        "executables": executables,
+        "listening": listening,
+        "destinations": destinations,
+    })
+}
+
+/// `GET /api/v1/defenders/{id}/observations`: executables started, listening sockets and
+/// outbound destinations over the Defender's newest events (`window`; `truncated` when older
+/// events exist). A separate resource, not part of `GET /api/v1/defenders/{id}`, because it
+/// decodes up to `window` stored events while the Defender itself is one row.
+pub async fn observations(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    if let Err(res) = require_defender(&state, &id).await {
+        return res;
     }
-    match state.store.get_defender(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return api_error(StatusCode::NOT_FOUND, "no such defender"),
-        Err(e) => return internal(&e),
-    }
-    match state
-        .store
-        .list_events(&id, query.kind.as_deref(), limit)
-        .await
-    {
-        Ok(events) => Json(events.iter().map(EventJson::new).collect::<Vec<_>>()).into_response(),
+    match state.store.observations(&id, OBSERVATION_WINDOW).await {
+        Ok(o) => Json(observations_json(&id, &o)).into_response(),
         Err(e) => internal(&e),
     }
 }

@@ -23,6 +23,16 @@ pub const NAV: &[NavItem] = &[
         href: "/manage/defenders",
     },
     NavItem {
+        section: "Monitor",
+        label: "Audits",
+        href: "/monitor/events/app-embedded",
+    },
+    NavItem {
+        section: "Defend",
+        label: "Runtime policy",
+        href: "/defend/runtime/app-embedded",
+    },
+    NavItem {
         section: "Deploy",
         label: "Defenders",
         href: "/deploy/defenders",

@@ -6,7 +6,7 @@
 //! |------------------------------------------------|---------------------------------------------------------|
 //! | `GET /healthz`, `GET /metrics`                 | open (metrics expose counts only)                       |
 //! | `GET /login`, `POST /login`, `GET /`           | open                                                    |
-//! | `POST /logout`, `/manage/…`, `/deploy/…`       | UI session ([`auth::require_operator`])                 |
+//! | `POST /logout`, `/manage/…`, `/monitor/…`, `/defend/…`, `/deploy/…` | UI session ([`auth::require_operator`]) |
 //! | `/api/v1/…`                                    | API token or UI session ([`auth::require_api_caller`])  |
 //!
 //! New UI pages go into the `ui` router of [`router`] (they get the session and CSRF checks and
@@ -14,12 +14,15 @@
 //! through [`security::headers`] (CSP with a per-response nonce, nosniff, no framing).
 
 mod api;
+mod audits;
 mod auth;
 mod defenders;
 mod deploy;
+mod forensics;
 mod layout;
 mod metrics;
 mod render;
+mod runtime;
 mod security;
 
 use std::net::SocketAddr;
@@ -58,6 +61,8 @@ pub struct WebState {
     /// Names the gRPC server certificate carries; Console addresses in new bundles are checked
     /// against them.
     pub sans: Arc<[String]>,
+    /// The runtime policy in force; saving a version publishes it to every Defender stream.
+    pub policy: crate::policy_feed::PolicyFeed,
 }
 
 impl WebState {
@@ -114,6 +119,11 @@ pub fn router(state: WebState) -> Router {
             deploy::PAGE_PATH,
             get(deploy::page).post(deploy::generate_page),
         )
+        .route(
+            runtime::PAGE_PATH,
+            get(runtime::page).post(runtime::save_page),
+        )
+        .route(audits::PAGE_PATH, get(audits::page))
         .route("/logout", post(auth::logout))
         .route_layer(from_fn_with_state(state.clone(), auth::require_operator));
     let api = Router::new()
@@ -121,9 +131,21 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/defenders/{id}", get(api::get_defender))
         .route("/api/v1/defenders/{id}/events", get(api::list_events))
         .route(
+            "/api/v1/defenders/{id}/observations",
+            get(api::observations),
+        )
+        .route("/api/v1/events", get(api::events))
+        .route(
             deploy::API_PATH,
             post(deploy::fargate_json).layer(DefaultBodyLimit::max(deploy::API_BODY_LIMIT)),
         )
+        .route(
+            runtime::API_PATH,
+            get(runtime::get_policy)
+                .put(runtime::put_policy)
+                .layer(DefaultBodyLimit::max(runtime::API_BODY_LIMIT)),
+        )
+        .route(audits::API_PATH, get(audits::list))
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_caller));
     Router::new()
         .route("/", get(|| async { Redirect::to(auth::HOME) }))

@@ -7,7 +7,7 @@
 
 use defender_proto::v1::agent_notice::Level;
 use defender_proto::v1::event::Kind;
-use defender_proto::v1::{Direction, Effect, Event, Protocol};
+use defender_proto::v1::{Direction, Effect, Event, ProcessExit, Protocol};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -106,6 +106,36 @@ pub fn human_bytes(n: i64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// An integer with thousands separators: `12345` → `12,345`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// "12,345 events dropped" (one event: "1 event dropped").
+pub fn dropped_text(n: i64) -> String {
+    if n == 1 {
+        "1 event dropped".to_owned()
+    } else {
+        format!("{} events dropped", thousands(n))
+    }
+}
+
+/// The first 12 hex digits of a SHA-256 (the whole value goes into a `title`).
+pub fn sha_short(hex: &str) -> String {
+    display(&hex.chars().take(12).collect::<String>())
+}
+
 /// Percent-encodes one URL path segment (ids go into links).
 pub fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -140,7 +170,8 @@ pub fn argv_line(argv: &[Vec<u8>]) -> String {
         .join(" ")
 }
 
-fn protocol(p: i32) -> &'static str {
+/// `tcp`, `udp`, or `ip` when unspecified.
+pub fn protocol(p: i32) -> &'static str {
     match Protocol::try_from(p) {
         Ok(Protocol::Tcp) => "tcp",
         Ok(Protocol::Udp) => "udp",
@@ -155,6 +186,18 @@ pub fn socket(addr: &str, port: u32) -> String {
         format!("[{addr}]:{port}")
     } else {
         format!("{addr}:{port}")
+    }
+}
+
+/// How a process ended: "exited with code 0", "killed by signal 9", or "exited, status
+/// unknown" when the Defender saw it gone without collecting its status.
+pub fn exit_status(x: &ProcessExit) -> String {
+    if !x.status_known {
+        "exited, status unknown".to_owned()
+    } else if x.signal != 0 {
+        format!("killed by signal {}", x.signal)
+    } else {
+        format!("exited with code {}", x.exit_code)
     }
 }
 
@@ -173,13 +216,7 @@ pub fn event_summary(e: &Event) -> String {
             }
             s
         }
-        Some(Kind::ProcessExit(x)) => {
-            if x.signal != 0 {
-                format!("killed by signal {}", x.signal)
-            } else {
-                format!("exited with code {}", x.exit_code)
-            }
-        }
+        Some(Kind::ProcessExit(x)) => exit_status(x),
         Some(Kind::NetworkListen(n)) => format!(
             "{} {} {}",
             if n.closed {
@@ -232,21 +269,60 @@ pub fn event_summary(e: &Event) -> String {
     }
 }
 
+/// Standard base64 of raw bytes.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Puts a raw byte field into `obj` as `name` (lossy UTF-8) and, only when the bytes are not
+/// valid UTF-8, also as `name_b64` (the exact bytes, standard base64).
+pub fn put_bytes(obj: &mut serde_json::Map<String, serde_json::Value>, name: &str, bytes: &[u8]) {
+    obj.insert(
+        name.to_owned(),
+        String::from_utf8_lossy(bytes).into_owned().into(),
+    );
+    if std::str::from_utf8(bytes).is_err() {
+        obj.insert(format!("{name}_b64"), b64(bytes).into());
+    }
+}
+
 /// The decoded event as JSON for the API: raw byte fields become lossy UTF-8 strings (not
-/// [`display`]ed: API consumers get the data, and escape for their own medium).
+/// [`display`]ed: API consumers get the data, and escape for their own medium). Where those
+/// bytes are not valid UTF-8 the exact bytes ride along in base64: `exe_b64` and `cwd_b64`
+/// beside `exe` and `cwd`, and `argv_b64` (every argument, parallel to `argv`) when any
+/// argument is not valid UTF-8. Absent `*_b64` fields mean the strings are exact.
 pub fn event_detail(e: &Event) -> serde_json::Value {
     use serde_json::json;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match &e.kind {
-        Some(Kind::ProcessStart(p)) => json!({
-            "pid": p.pid, "ppid": p.ppid, "exe": lossy(&p.exe),
-            "argv": p.argv.iter().map(|a| lossy(a)).collect::<Vec<_>>(),
-            "argv_truncated": p.argv_truncated, "uid": p.uid, "user": p.user,
-            "cwd": lossy(&p.cwd), "start_time": rfc3339(p.start_time_ms), "exe_sha256": p.exe_sha256,
-        }),
-        Some(Kind::ProcessExit(x)) => {
-            json!({"pid": x.pid, "exit_code": x.exit_code, "signal": x.signal})
+        Some(Kind::ProcessStart(p)) => {
+            let mut obj = serde_json::Map::new();
+            obj.insert("pid".into(), p.pid.into());
+            obj.insert("ppid".into(), p.ppid.into());
+            put_bytes(&mut obj, "exe", &p.exe);
+            obj.insert(
+                "argv".into(),
+                p.argv.iter().map(|a| lossy(a)).collect::<Vec<_>>().into(),
+            );
+            if p.argv.iter().any(|a| std::str::from_utf8(a).is_err()) {
+                obj.insert(
+                    "argv_b64".into(),
+                    p.argv.iter().map(|a| b64(a)).collect::<Vec<_>>().into(),
+                );
+            }
+            obj.insert("argv_truncated".into(), p.argv_truncated.into());
+            obj.insert("uid".into(), p.uid.into());
+            obj.insert("user".into(), p.user.clone().into());
+            put_bytes(&mut obj, "cwd", &p.cwd);
+            obj.insert("start_time".into(), rfc3339(p.start_time_ms).into());
+            obj.insert("exe_sha256".into(), p.exe_sha256.clone().into());
+            serde_json::Value::Object(obj)
         }
+        Some(Kind::ProcessExit(x)) => json!({
+            "pid": x.pid, "exit_code": x.exit_code, "signal": x.signal,
+            "status_known": x.status_known,
+        }),
         Some(Kind::NetworkListen(n)) => json!({
             "protocol": protocol(n.protocol), "local_addr": n.local_addr,
             "local_port": n.local_port, "pid": n.pid, "closed": n.closed,
@@ -318,6 +394,54 @@ mod tests {
     fn sizes_read_well() {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(12345), "12,345");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(-12345), "-12,345");
+        assert_eq!(thousands(i64::MIN), "-9,223,372,036,854,775,808");
+        assert_eq!(dropped_text(12345), "12,345 events dropped");
+        assert_eq!(dropped_text(1), "1 event dropped");
+    }
+
+    #[test]
+    fn exits_say_when_their_status_is_unknown() {
+        let exit = |exit_code, signal, status_known| {
+            exit_status(&ProcessExit {
+                pid: 1,
+                exit_code,
+                signal,
+                status_known,
+            })
+        };
+        assert_eq!(exit(3, 0, true), "exited with code 3");
+        assert_eq!(exit(-1, 9, true), "killed by signal 9");
+        assert_eq!(exit(-1, 0, false), "exited, status unknown");
+    }
+
+    #[test]
+    fn non_utf8_bytes_travel_in_base64_too() {
+        let e = Event {
+            kind: Some(Kind::ProcessStart(ProcessStart {
+                exe: b"/bin/ok".to_vec(),
+                argv: vec![b"a".to_vec(), b"\xff\xfe".to_vec()],
+                cwd: b"/tmp/\x80".to_vec(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let d = event_detail(&e);
+        assert_eq!(d["exe"], "/bin/ok");
+        assert!(d.get("exe_b64").is_none());
+        assert_eq!(d["argv"][1], "\u{fffd}\u{fffd}");
+        assert_eq!(d["argv_b64"][0], "YQ==");
+        assert_eq!(d["argv_b64"][1], "//4=");
+        assert_eq!(d["cwd_b64"], "L3RtcC+A");
     }
 
     #[test]

@@ -107,3 +107,42 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// The `defender` binary. `cargo test --workspace` builds it fresh (the agent's own tests need
+/// it); when this package's tests run alone and the binary is older than the agent's sources,
+/// it is rebuilt here so a test never runs stale code.
+pub fn defender_bin() -> std::path::PathBuf {
+    let bin =
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_defender-console")).with_file_name("defender");
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let newest = ["agent/src", "agent/Cargo.toml", "proto"]
+            .iter()
+            .filter_map(|p| newest_mtime(&root.join(p)))
+            .max();
+        if built.is_some() && built >= newest {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "defender", "--bin", "defender"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the defender binary failed");
+    });
+    bin
+}
+
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}

@@ -1,0 +1,73 @@
+//! Distributes the runtime policy in force to every open Defender stream: Welcome carries it,
+//! and a newly saved version goes out as `PolicyUpdate` at once. The database is the source of
+//! truth, so a version saved through another Console replica is picked up by polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use defender_proto::v1::Policy;
+use tokio::sync::watch;
+
+use crate::store::{PolicyVersion, Store};
+
+/// How often the database is checked for versions saved elsewhere.
+const POLL: Duration = Duration::from_secs(5);
+
+/// The current policy, watched by every stream.
+#[derive(Clone)]
+pub struct PolicyFeed {
+    tx: Arc<watch::Sender<Option<Policy>>>,
+}
+
+fn to_wire(v: &PolicyVersion) -> Policy {
+    Policy {
+        version: u64::try_from(v.version).unwrap_or(0),
+        rules_json: v.rules_json.clone(),
+    }
+}
+
+impl PolicyFeed {
+    /// Starts with the version in force (None: Defenders keep their built-in default).
+    pub fn new(initial: Option<&PolicyVersion>) -> Self {
+        let (tx, _) = watch::channel(initial.map(to_wire));
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// Makes `v` the policy in force for every stream, unless a newer one already is.
+    pub fn publish(&self, v: &PolicyVersion) {
+        let wire = to_wire(v);
+        self.tx.send_if_modified(|cur| {
+            if cur.as_ref().is_some_and(|c| c.version >= wire.version) {
+                return false;
+            }
+            *cur = Some(wire);
+            true
+        });
+    }
+
+    /// A receiver that sees every new version.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Policy>> {
+        self.tx.subscribe()
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Option<Policy> {
+        self.tx.borrow().clone()
+    }
+
+    /// Keeps the feed in step with versions saved by other replicas, until `stop` resolves.
+    pub async fn follow(self, store: Store, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            match store.current_policy().await {
+                Ok(Some(v)) => self.publish(&v),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("reading the runtime policy failed: {e}"),
+            }
+        }
+    }
+}
