@@ -321,6 +321,29 @@ fn sample(pid: u32) -> Option<(u64, u64)> {
     Some((rss, ticks))
 }
 
+/// CPU ticks (utime + stime) per thread name of `pid`, from `/proc/<pid>/task/*/stat`.
+fn thread_ticks(pid: u32) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = [11, 12]
+            .iter()
+            .filter_map(|i| f.get(*i)?.parse::<u64>().ok())
+            .sum::<u64>();
+        *out.entry(stat[open + 1..close].to_string()).or_default() += ticks;
+    }
+    out
+}
+
 #[derive(Default)]
 struct Usage {
     rss_sum: u64,
@@ -408,6 +431,7 @@ fn binary_overhead() -> BenchResult<()> {
 
     let mut d_usage = Usage::default();
     let mut b_usage = Usage::default();
+    let threads_before = thread_ticks(pid);
     let start = Instant::now();
     let window = Duration::from_secs(secs);
     loop {
@@ -419,7 +443,26 @@ fn binary_overhead() -> BenchResult<()> {
         std::thread::sleep(Duration::from_secs(1).min(window.saturating_sub(start.elapsed())));
     }
     let wall = start.elapsed();
+    let threads_after = thread_ticks(pid);
     d_usage.report("defender", wall, true);
+    let mut by_thread: Vec<(String, u64)> = threads_after
+        .into_iter()
+        .map(|(name, t)| {
+            let before = threads_before.get(&name).copied().unwrap_or(0);
+            (name, t.saturating_sub(before))
+        })
+        .filter(|(_, t)| *t > 0)
+        .collect();
+    by_thread.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let by_thread: Vec<String> = by_thread
+        .iter()
+        .map(|(name, t)| format!("{name} {t}"))
+        .collect();
+    println!(
+        "{:<10} ticks by thread (live threads only): {}",
+        "",
+        by_thread.join(", ")
+    );
     b_usage.report("sleep", wall, false);
     drop(defender);
     drop(baseline);

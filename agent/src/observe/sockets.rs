@@ -56,11 +56,20 @@ pub fn read_all(proc_net: &Path) -> Vec<SocketEntry> {
         ("udp", Proto::Udp),
         ("udp6", Proto::Udp),
     ] {
-        if let Ok(text) = std::fs::read_to_string(proc_net.join(file)) {
+        if let Some(text) = read_table(&proc_net.join(file)) {
             out.extend(parse_table(&text, proto));
         }
     }
     out
+}
+
+/// Reads a socket table with few, large reads: the kernel walks its socket hash table again
+/// for every read call, so the default small-then-growing reads cost several walks per poll.
+fn read_table(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(256 * 1024);
+    std::fs::File::open(path).ok()?.read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
 
 /// Parses one table's text; malformed lines are skipped.

@@ -159,8 +159,8 @@ struct OpenHow {
 }
 
 /// Opens `rel` inside the directory tree `root` as if `root` were `/` (symlinks, `..` and absolute
-/// targets stay inside it), read-only, non-blocking, regular files only. Kernels without
-/// `openat2` (before 5.6) get a plain open of `root/rel`.
+/// targets stay inside it), read-only, non-blocking, regular files only. Where `openat2` is
+/// unavailable (kernels before 5.6, older seccomp profiles) this is a plain open of `root/rel`.
 fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
     let dir = File::open(root)?;
     let c_rel = CString::new(rel.as_os_str().as_bytes())
@@ -183,7 +183,8 @@ fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
     };
     if fd < 0 {
         let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ENOSYS) {
+        // ENOSYS: kernel before 5.6; EPERM: a seccomp profile that predates openat2.
+        if matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
             return open_regular(&root.join(rel));
         }
         return Err(err);
