@@ -80,11 +80,16 @@ pub struct SidecarArgs {
     /// Install bundle (base64), usually from the task definition's secrets.
     #[arg(long, env = "INSTALL_BUNDLE", hide_env_values = true)]
     pub install_bundle: Option<String>,
-    /// Directory for the identity and the spool.
+    /// File holding the install bundle (Docker and Kubernetes secrets are files); used when
+    /// INSTALL_BUNDLE is not set.
+    #[arg(long, env = "INSTALL_BUNDLE_FILE")]
+    pub install_bundle_file: Option<PathBuf>,
+    /// Directory for the identity (private key) and the spool. Deliberately outside the
+    /// `/var/lib/defender` volume, which app containers mount: they must not read the key.
     #[arg(
         long,
         env = "DEFENDER_DATA_DIR",
-        default_value = "/var/lib/defender/data"
+        default_value = "/var/lib/defender-state"
     )]
     pub data_dir: PathBuf,
     /// Unix socket between the sidecar and the app-container wrappers.

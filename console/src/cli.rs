@@ -135,6 +135,9 @@ pub struct BundleArgs {
     /// Free text stored with the token.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Write the bundle to this file (mode 0600, replaced atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `fargate protect` options.

@@ -62,7 +62,11 @@ async fn main() -> anyhow::Result<()> {
                 args.expires_in,
             )
             .await?;
-            println!("{}", bundle.encode());
+            match &args.output {
+                Some(path) => write_private_file(path, &format!("{}\n", bundle.encode()))
+                    .with_context(|| format!("writing the install bundle to {}", path.display()))?,
+                None => println!("{}", bundle.encode()),
+            }
         }
         Command::Token {
             command: TokenCommand::Create(args),
@@ -94,6 +98,27 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `contents` to `path` with mode 0600 through a temporary file and a rename, so a
+/// reader never sees half a secret.
+fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("bundle")
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn shutdown_signal() {

@@ -28,7 +28,21 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// Runs the sidecar until SIGTERM; returns the exit status.
 pub async fn run(args: SidecarArgs) -> i32 {
-    let bundle = match InstallBundle::decode(args.install_bundle.as_deref().unwrap_or("")) {
+    let b64 = match (&args.install_bundle, &args.install_bundle_file) {
+        (Some(b64), _) => b64.clone(),
+        (None, Some(path)) => match read_bundle_file(path) {
+            Ok(b64) => b64,
+            Err(e) => {
+                tracing::error!(
+                    "the sidecar cannot read the install bundle {}: {e}",
+                    path.display()
+                );
+                return 2;
+            }
+        },
+        (None, None) => String::new(),
+    };
+    let bundle = match InstallBundle::decode(b64.trim()) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!("the sidecar cannot protect this task: {e}");
@@ -123,7 +137,9 @@ pub async fn run(args: SidecarArgs) -> i32 {
     if let Some(o) = observer {
         let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
-    drain(&outbox, args.drain_timeout).await;
+    if matches!(*state.borrow(), LinkState::Connected { .. }) {
+        drain(&outbox, args.drain_timeout).await;
+    }
     link.stop();
     applying.abort();
     if let Err(e) = outbox.spool().sync_now() {
@@ -131,6 +147,16 @@ pub async fn run(args: SidecarArgs) -> i32 {
     }
     let _ = std::fs::remove_file(&args.socket);
     0
+}
+
+/// Reads an install bundle file (at most 64 KiB, like the bundle itself).
+fn read_bundle_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open(path)?
+        .take(64 * 1024 + 2)
+        .read_to_string(&mut s)?;
+    Ok(s)
 }
 
 /// Waits (bounded) until the Console acked everything spooled; what is left stays spooled.
