@@ -10,7 +10,7 @@ use crate::bundle::InstallBundle;
 use crate::cli::RunArgs;
 use crate::enforce::{self, Enforcer, EnforcingSink};
 use crate::fargate::sidecar::drain;
-use crate::link::{Backoff, Link, LinkConfig, LinkState};
+use crate::link::{Backoff, Link, LinkConfig};
 use crate::observe::process::ProcessScope;
 use crate::observe::{EventSink, ObserveConfig, Observer};
 use crate::outbox::Outbox;
@@ -79,11 +79,9 @@ pub async fn run(args: RunArgs) -> i32 {
     );
     let code = supervisor.wait(Some(reaped_tx)).await;
     let _ = tokio::task::spawn_blocking(move || observer.stop()).await;
-    // Deliver what the run produced if the Console is there; the rest stays spooled (an
-    // unreachable Console must not delay the exit).
-    if matches!(*link.state().borrow(), LinkState::Connected { .. }) {
-        drain(&outbox, args.drain_timeout).await;
-    }
+    // Deliver what the run produced (the link may be reconnecting: wait, bounded by the drain
+    // timeout); whatever is left stays spooled for the next start.
+    drain(&outbox, args.drain_timeout).await;
     link.stop();
     applying.abort();
     if let Err(e) = outbox.spool().sync_now() {

@@ -137,9 +137,7 @@ pub async fn run(args: SidecarArgs) -> i32 {
     if let Some(o) = observer {
         let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
-    if matches!(*state.borrow(), LinkState::Connected { .. }) {
-        drain(&outbox, args.drain_timeout).await;
-    }
+    drain(&outbox, args.drain_timeout).await;
     link.stop();
     applying.abort();
     if let Err(e) = outbox.spool().sync_now() {

@@ -197,8 +197,9 @@ impl Store {
     }
 }
 
+/// One row of `events`, as the queries of this module and of `forensics` read it.
 #[derive(sqlx::FromRow)]
-struct EventRow {
+pub(super) struct EventRow {
     defender_id: String,
     seq: i64,
     kind: String,
@@ -210,7 +211,8 @@ struct EventRow {
 }
 
 impl EventRow {
-    fn into_stored(self) -> StoredEvent {
+    /// Decodes the stored body (an undecodable one is logged and shown as an empty event).
+    pub(super) fn into_stored(self) -> StoredEvent {
         let event = Event::decode(self.body.as_slice()).unwrap_or_else(|e| {
             tracing::warn!(defender_id = %self.defender_id, seq = self.seq, "stored event does not decode: {e}");
             Event::default()

@@ -13,6 +13,7 @@ use defender_proto::v1::{Direction, Event};
 use prost::Message;
 use sqlx::{QueryBuilder, Sqlite};
 
+use super::events::EventRow;
 use super::{Store, StoreError, StoredEvent};
 
 /// The kind names stored beside each event (`events.kind`).
@@ -460,37 +461,6 @@ impl Accumulator {
             listening: self.listens,
             destinations: self.dests,
             capped: self.capped,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    defender_id: String,
-    seq: i64,
-    kind: String,
-    time_ms: i64,
-    received_at: i64,
-    container: String,
-    pid: Option<i64>,
-    body: Vec<u8>,
-}
-
-impl EventRow {
-    fn into_stored(self) -> StoredEvent {
-        let event = Event::decode(self.body.as_slice()).unwrap_or_else(|e| {
-            tracing::warn!(defender_id = %self.defender_id, seq = self.seq, "stored event does not decode: {e}");
-            Event::default()
-        });
-        StoredEvent {
-            defender_id: self.defender_id,
-            seq: self.seq,
-            kind: self.kind,
-            time_ms: self.time_ms,
-            received_at: self.received_at,
-            container: self.container,
-            pid: self.pid,
-            event,
         }
     }
 }

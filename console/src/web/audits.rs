@@ -19,7 +19,9 @@ use serde_json::json;
 use super::auth::Operator;
 use super::forensics::{self, datetime_local, parse_time, query_pairs};
 use super::layout;
-use super::render::{arn_tail, display, path_segment, rfc3339, rfc3339_secs, thousands, truncate};
+use super::render::{
+    arn_tail, display, form_encode, path_segment, rfc3339, rfc3339_secs, thousands, truncate,
+};
 use super::security::CspNonce;
 use super::{WebState, api_error, internal_error_page};
 use crate::store::StoreError;
@@ -197,21 +199,6 @@ impl AuditParams {
             format!("{PAGE_PATH}?{}", parts.join("&"))
         }
     }
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// Link to the Defender's forensics timeline around the audit: the page of events just below

@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::render::{
-    MAX_SUMMARY_CHARS, argv_line, display, display_bytes, event_summary, exit_status, protocol,
-    rfc3339, rfc3339_secs, sha_short, socket, thousands, truncate,
+    MAX_SUMMARY_CHARS, argv_line, display, display_bytes, event_summary, exit_status, form_encode,
+    protocol, rfc3339, rfc3339_secs, sha_short, socket, thousands, truncate,
 };
 use crate::store::StoredEvent;
 use crate::store::forensics::{EventPage, EventQuery, KIND_GROUPS, Observations, expand_kind};
@@ -107,21 +107,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// A time parameter as unix milliseconds. Accepted: unix milliseconds (`1700000000000`),
