@@ -101,6 +101,21 @@ impl Outbox {
         self.appended.notified().await;
     }
 
+    /// Waits (bounded) until the Console acked everything spooled; what is left stays spooled
+    /// for the next start.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            loop {
+                let s = self.stats();
+                if s.acked_seq >= s.last_seq {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
     /// Current figures.
     pub fn stats(&self) -> OutboxStats {
         let s = self.spool();

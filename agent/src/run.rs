@@ -9,7 +9,6 @@ use defender_proto::v1::{Mode, agent_notice};
 use crate::bundle::InstallBundle;
 use crate::cli::RunArgs;
 use crate::enforce::{self, Enforcer, EnforcingSink};
-use crate::fargate::sidecar::drain;
 use crate::link::{Backoff, Link, LinkConfig};
 use crate::observe::process::ProcessScope;
 use crate::observe::{EventSink, ObserveConfig, Observer};
@@ -81,7 +80,7 @@ pub async fn run(args: RunArgs) -> i32 {
     let _ = tokio::task::spawn_blocking(move || observer.stop()).await;
     // Deliver what the run produced (the link may be reconnecting: wait, bounded by the drain
     // timeout); whatever is left stays spooled for the next start.
-    drain(&outbox, args.drain_timeout).await;
+    outbox.drain(args.drain_timeout).await;
     link.stop();
     applying.abort();
     if let Err(e) = outbox.spool().sync_now() {

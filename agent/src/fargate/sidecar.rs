@@ -6,7 +6,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use defender_proto::v1::{
     LocalPush, LocalReply, LocalRequest, Mode, Policy, agent_notice, local_request,
@@ -137,7 +136,7 @@ pub async fn run(args: SidecarArgs) -> i32 {
     if let Some(o) = observer {
         let _ = tokio::task::spawn_blocking(move || o.stop()).await;
     }
-    drain(&outbox, args.drain_timeout).await;
+    outbox.drain(args.drain_timeout).await;
     link.stop();
     applying.abort();
     if let Err(e) = outbox.spool().sync_now() {
@@ -155,20 +154,6 @@ fn read_bundle_file(path: &Path) -> std::io::Result<String> {
         .take(64 * 1024 + 2)
         .read_to_string(&mut s)?;
     Ok(s)
-}
-
-/// Waits (bounded) until the Console acked everything spooled; what is left stays spooled.
-pub(crate) async fn drain(outbox: &Outbox, timeout: Duration) {
-    let _ = tokio::time::timeout(timeout, async {
-        loop {
-            let s = outbox.stats();
-            if s.acked_seq >= s.last_seq {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
 }
 
 fn bind(path: &Path) -> std::io::Result<UnixListener> {
