@@ -123,6 +123,11 @@ pub struct EntrypointArgs {
     /// How often processes and sockets are polled.
     #[arg(long, env = "DEFENDER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// How the application's processes and connections are captured: `exact` (seccomp user
+    /// notification: every exec/connect/listen/DNS query, judged before it runs; falls back to
+    /// polling where the kernel refuses) or `poll` (/proc every --poll-interval).
+    #[arg(long, env = "DEFENDER_CAPTURE", default_value = "exact")]
+    pub capture: crate::capture::Requested,
     /// The application's command line (after `--`).
     #[arg(last = true, required = true, value_name = "ARGV")]
     pub argv: Vec<OsString>,
@@ -235,6 +240,11 @@ pub struct RunArgs {
     /// How often processes and sockets are polled.
     #[arg(long, env = "DEFENDER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// How the application's processes and connections are captured: `exact` (seccomp user
+    /// notification: every exec/connect/listen/DNS query, judged before it runs; falls back to
+    /// polling where the kernel refuses) or `poll` (/proc every --poll-interval).
+    #[arg(long, env = "DEFENDER_CAPTURE", default_value = "exact")]
+    pub capture: crate::capture::Requested,
     /// After the application exits, how long to wait for the Console to ack what is spooled.
     #[arg(long, env = "DEFENDER_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

@@ -117,7 +117,80 @@ impl Enforcer {
     }
 
     /// Evaluates `event`: kills what `prevent` says to kill, and returns the audits to report.
+    /// This is the after-the-fact path (polling); exact capture uses [`Enforcer::judge`].
     pub fn check(&self, event: &Event) -> Vec<(defender_proto::v1::RuntimeAudit, bool)> {
+        let verdicts = self.evaluate(event, None);
+        // Every process holding a prevented listener: killing one forked worker leaves the
+        // port served by the others.
+        let holders: Vec<u32> = match &event.kind {
+            Some(event::Kind::NetworkListen(l)) => l.pids.clone(),
+            _ => Vec::new(),
+        };
+        let mut killed: Vec<u32> = Vec::new();
+        verdicts
+            .into_iter()
+            .map(|v| {
+                let mut audit = v.to_audit(0);
+                let mut done = false;
+                if v.effect == Effect::Prevent
+                    && let Some(pid) = v.kill_pid
+                {
+                    let mut targets = vec![pid];
+                    targets.extend(holders.iter().copied().filter(|p| *p != pid));
+                    for pid in targets {
+                        // One SIGKILL per pid, never our own.
+                        let ok = killed.contains(&pid) || (pid != std::process::id() && kill(pid));
+                        if ok && !killed.contains(&pid) {
+                            killed.push(pid);
+                        }
+                        done |= ok;
+                    }
+                    if !done {
+                        audit.message.push_str(" (the process was already gone)");
+                    }
+                }
+                (audit, done)
+            })
+            .collect()
+    }
+
+    /// Judges `event` *before* the syscall it describes completes (exact capture): returns the
+    /// audits and whether the syscall must be refused. Kills nothing. `exe_meta` is the file
+    /// about to be executed (for a `ProcessStart`: `/proc/<pid>/exe` still shows the old image).
+    pub fn judge(
+        &self,
+        event: &Event,
+        exe_meta: Option<&std::fs::Metadata>,
+    ) -> (Vec<defender_proto::v1::RuntimeAudit>, bool) {
+        let verdicts = self.evaluate(event, exe_meta);
+        let prevent = verdicts.iter().any(|v| v.effect == Effect::Prevent);
+        let audits = verdicts
+            .into_iter()
+            .map(|v| {
+                let mut a = v.to_audit(0);
+                if v.effect == Effect::Prevent {
+                    let how = match &event.kind {
+                        Some(event::Kind::ProcessStart(_)) => "blocked before exec",
+                        Some(event::Kind::NetworkConnection(_)) => "blocked before connect",
+                        Some(event::Kind::NetworkListen(_)) => "blocked before listen",
+                        Some(event::Kind::DnsQuery(_)) => "blocked before the query was sent",
+                        _ => "blocked",
+                    };
+                    a.message = format!("{}; prevented: {how}", v.description);
+                }
+                a
+            })
+            .collect();
+        (audits, prevent)
+    }
+
+    /// The policy's verdicts about `event`, remembering what later evaluations need (the
+    /// executable of each pid, for shell-from-non-shell; binaries per container).
+    fn evaluate(
+        &self,
+        event: &Event,
+        exe_meta: Option<&std::fs::Metadata>,
+    ) -> Vec<defender_policy::Verdict> {
         let mut binary_changed = false;
         let mut parent_exe = None;
         match &event.kind {
@@ -125,12 +198,20 @@ impl Enforcer {
                 {
                     let mut exes = self.exes.lock().unwrap_or_else(|e| e.into_inner());
                     parent_exe = exes.get(&p.ppid).cloned();
-                    if exes.len() < MAX_TRACKED_PIDS {
+                    if !p.blocked && (exes.len() < MAX_TRACKED_PIDS || exes.contains_key(&p.pid)) {
                         exes.insert(p.pid, p.exe.clone());
                     }
                 }
+                if parent_exe.is_none() {
+                    // A parent never reported with an exec of its own (a forked child, or one
+                    // that started before the Defender watched): ask the kernel.
+                    parent_exe =
+                        std::fs::read_link(self.proc_root.join(p.ppid.to_string()).join("exe"))
+                            .ok()
+                            .map(|p| p.into_os_string().into_encoded_bytes());
+                }
                 binary_changed =
-                    self.binary_changed(&event.container, p.pid, &p.exe, &p.exe_sha256);
+                    self.binary_changed(&event.container, p.pid, &p.exe, &p.exe_sha256, exe_meta);
             }
             Some(event::Kind::ProcessExit(x)) => {
                 self.exes
@@ -153,37 +234,27 @@ impl Enforcer {
             binary_changed,
             parent_exe: parent_exe.as_deref(),
         };
-        let verdicts = self
-            .active
+        self.active
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .compiled
-            .evaluate(&scope, event, &ctx);
-        let mut killed: Vec<u32> = Vec::new();
-        verdicts
-            .into_iter()
-            .map(|v| {
-                let mut audit = v.to_audit(0);
-                let mut done = false;
-                if v.effect == Effect::Prevent
-                    && let Some(pid) = v.kill_pid
-                {
-                    // One SIGKILL per pid, never our own.
-                    done = killed.contains(&pid) || (pid != std::process::id() && kill(pid));
-                    if done {
-                        killed.push(pid);
-                    } else {
-                        audit.message.push_str(" (the process was already gone)");
-                    }
-                }
-                (audit, done)
-            })
-            .collect()
+            .evaluate(&scope, event, &ctx)
     }
 
-    fn binary_changed(&self, container: &str, pid: u32, exe: &[u8], sha256: &str) -> bool {
-        let Ok(meta) = std::fs::metadata(self.proc_root.join(pid.to_string()).join("exe")) else {
-            return false;
+    fn binary_changed(
+        &self,
+        container: &str,
+        pid: u32,
+        exe: &[u8],
+        sha256: &str,
+        exe_meta: Option<&std::fs::Metadata>,
+    ) -> bool {
+        let meta = match exe_meta {
+            Some(m) => m.clone(),
+            None => match std::fs::metadata(self.proc_root.join(pid.to_string()).join("exe")) {
+                Ok(m) => m,
+                Err(_) => return false,
+            },
         };
         let mut identity = BinaryIdentity::from_metadata(&meta);
         identity.sha256 = sha256.to_owned();
@@ -241,19 +312,33 @@ impl EventSink for EnforcingSink {
     fn push_event(&self, event: Event) -> Option<u64> {
         // Evaluate (and kill) first: a prevented process must not get to run while we spool.
         let audits = self.enforcer.check(&event);
-        let (time_ms, container) = (event.time_ms, event.container.clone());
-        let seq = self.inner.push_event(event);
-        for (mut audit, _) in audits {
-            audit.subject_seq = seq.unwrap_or(0);
-            self.inner.push_event(Event {
-                seq: 0,
-                time_ms,
-                container: container.clone(),
-                kind: Some(event::Kind::Audit(audit)),
-            });
-        }
-        seq
+        deliver(
+            self.inner.as_ref(),
+            event,
+            audits.into_iter().map(|(a, _)| a).collect(),
+        )
     }
+}
+
+/// Hands `event` to `sink`, followed by its audits (pointing at its seq when the sink assigns
+/// one here). Returns the event's seq.
+pub fn deliver(
+    sink: &dyn EventSink,
+    event: Event,
+    audits: Vec<defender_proto::v1::RuntimeAudit>,
+) -> Option<u64> {
+    let (time_ms, container) = (event.time_ms, event.container.clone());
+    let seq = sink.push_event(event);
+    for mut audit in audits {
+        audit.subject_seq = seq.unwrap_or(0);
+        sink.push_event(Event {
+            seq: 0,
+            time_ms,
+            container: container.clone(),
+            kind: Some(event::Kind::Audit(audit)),
+        });
+    }
+    seq
 }
 
 /// Applies every policy the Console sends (through `updates`) to `enforcer`.

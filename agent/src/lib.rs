@@ -2,6 +2,7 @@
 //! and reports what it sees.
 
 pub mod bundle;
+pub mod capture;
 pub mod cli;
 pub mod enforce;
 pub mod fargate;

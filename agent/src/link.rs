@@ -61,6 +61,9 @@ pub struct LinkConfig {
     pub outbox: Arc<Outbox>,
     /// Receives every runtime policy the Console sends (Welcome and PolicyUpdate).
     pub policy: Option<tokio::sync::watch::Sender<Option<Policy>>>,
+    /// The capture mode and its counters, reported in Hello and every heartbeat (None:
+    /// nothing is captured here, e.g. a simulated Defender).
+    pub capture: Option<Arc<crate::capture::CaptureState>>,
 }
 
 /// What the link is doing, for health checks and tests.
@@ -169,6 +172,7 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
             agent_version: crate::VERSION.to_owned(),
             mode: cfg.mode as i32,
             last_acked_seq: cfg.outbox.stats().acked_seq,
+            capture: cfg.capture.as_ref().map(|c| c.status()),
         })),
     };
     if tx.send(hello).await.is_err() {
@@ -219,7 +223,7 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
     }
     // The first heartbeat goes at once, before any replay, so the Console sees the spool's
     // figures (drops counted while disconnected) without waiting an interval.
-    if let Err(end) = heartbeat(&tx, outbox, &mut cpu).await {
+    if let Err(end) = heartbeat(&tx, outbox, &mut cpu, cfg.capture.as_deref()).await {
         return end;
     }
     let mut in_flight: VecDeque<u64> = VecDeque::new();
@@ -248,7 +252,7 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
         let window_open = in_flight.len() < WINDOW_BATCHES;
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(end) = heartbeat(&tx, outbox, &mut cpu).await {
+                if let Err(end) = heartbeat(&tx, outbox, &mut cpu, cfg.capture.as_deref()).await {
                     return end;
                 }
             }
@@ -282,6 +286,7 @@ async fn heartbeat(
     tx: &mpsc::Sender<DefenderMessage>,
     outbox: &Outbox,
     cpu: &mut selfstats::CpuMeter,
+    capture: Option<&crate::capture::CaptureState>,
 ) -> Result<(), StreamEnd> {
     if let Err(e) = outbox.spool().sync() {
         tracing::warn!("spool sync failed: {e}");
@@ -294,6 +299,7 @@ async fn heartbeat(
         rss_bytes: selfstats::rss_bytes(),
         cpu_centipercent: cpu.centipercent(),
         sent_at_ms: unix_ms(),
+        capture: capture.map(crate::capture::CaptureState::status),
     };
     let msg = DefenderMessage {
         msg: Some(defender_message::Msg::Heartbeat(hb)),

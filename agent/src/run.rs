@@ -7,24 +7,26 @@ use std::sync::Arc;
 use defender_proto::v1::{Mode, agent_notice};
 
 use crate::bundle::InstallBundle;
+use crate::capture;
 use crate::cli::RunArgs;
 use crate::enforce::{self, Enforcer, EnforcingSink};
 use crate::link::{Backoff, Link, LinkConfig};
 use crate::observe::process::ProcessScope;
 use crate::observe::{EventSink, ObserveConfig, Observer};
 use crate::outbox::Outbox;
-use crate::supervise::{EXIT_CANNOT_START, Supervisor};
+use crate::supervise::EXIT_CANNOT_START;
 
 /// Runs the application under the Defender and returns the exit status to use.
 pub async fn run(args: RunArgs) -> i32 {
     // The application starts first: a Console problem must never keep it from running.
-    let supervisor = match Supervisor::spawn(&args.argv, true) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return EXIT_CANNOT_START;
-        }
-    };
+    let (supervisor, mut capture, capture_state) =
+        match capture::spawn_app(&args.argv, args.capture, args.poll_interval) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return EXIT_CANNOT_START;
+            }
+        };
     let protected = match InstallBundle::decode(args.install_bundle.as_deref().unwrap_or("")) {
         Ok(bundle) => match Outbox::open(&args.data_dir.join("spool"), args.spool.config()) {
             Ok(outbox) => Some((bundle, outbox)),
@@ -61,6 +63,15 @@ pub async fn run(args: RunArgs) -> i32 {
         backoff: Backoff::default(),
         outbox: outbox.clone(),
         policy: Some(policy_tx),
+        capture: Some(capture_state.clone()),
+    });
+    let enforcing: Arc<dyn EventSink> = Arc::new(EnforcingSink {
+        inner: outbox.clone() as Arc<dyn EventSink>,
+        enforcer: enforcer.clone(),
+    });
+    let exact = capture.as_mut().and_then(|c| {
+        c.attach(&container, enforcer, outbox.clone(), enforcing.clone());
+        c.take_feed()
     });
     let (reaped_tx, reaped_rx) = tokio::sync::mpsc::unbounded_channel();
     let observer = Observer::spawn(
@@ -68,12 +79,11 @@ pub async fn run(args: RunArgs) -> i32 {
             interval: args.poll_interval,
             scope: ProcessScope::Descendants(supervisor.pid()),
             container,
-            proc_root: "/proc".into(),
+            proc_root: crate::observe::proc_root(),
+            exact,
+            state: capture_state,
         },
-        Arc::new(EnforcingSink {
-            inner: outbox.clone() as Arc<dyn EventSink>,
-            enforcer,
-        }),
+        enforcing,
         Some(reaped_rx),
     );
     let code = supervisor.wait(Some(reaped_tx)).await;

@@ -85,6 +85,7 @@ pub async fn simulate(
             backoff: cfg.backoff,
             outbox: outbox.clone(),
             policy: None,
+            capture: None,
         });
         let rate = cfg.rate / cfg.defenders.max(1) as f64;
         let before = outbox.stats();
@@ -225,6 +226,8 @@ pub fn synthetic_event(rng: &mut StdRng, n: u64) -> Event {
                 cwd: b"/srv".to_vec(),
                 start_time_ms: unix_ms(),
                 exe_sha256: String::new(),
+                euid: if user == "root" { 0 } else { 1000 },
+                ..Default::default()
             })
         }
         4..=5 => event::Kind::ProcessExit(ProcessExit {
@@ -239,6 +242,8 @@ pub fn synthetic_event(rng: &mut StdRng, n: u64) -> Event {
             local_port: [80, 443, 8080, 9090][rng.random_range(0..4)],
             pid,
             closed: false,
+            pids: vec![pid],
+            blocked: false,
         }),
         _ => event::Kind::NetworkConnection(NetworkConnection {
             protocol: Protocol::Tcp as i32,
@@ -253,6 +258,7 @@ pub fn synthetic_event(rng: &mut StdRng, n: u64) -> Event {
             remote_port: [443, 5432, 6379, 80][rng.random_range(0..4)],
             pid,
             closed: false,
+            blocked: false,
         }),
     };
     Event {

@@ -63,7 +63,15 @@ pub enum SuperviseError {
 
 impl Supervisor {
     /// Starts `argv`. With `subreaper`, orphaned descendants are re-parented to this process.
-    pub fn spawn(argv: &[OsString], subreaper: bool) -> Result<Self, SuperviseError> {
+    /// With `capture`, exact capture is installed in the application before it execs (the
+    /// capture thread answers that very exec, so it must be running: see [`Capture::prepare`]).
+    ///
+    /// [`Capture::prepare`]: crate::capture::Capture::prepare
+    pub fn spawn(
+        argv: &[OsString],
+        subreaper: bool,
+        capture: Option<&mut crate::capture::Capture>,
+    ) -> Result<Self, SuperviseError> {
         let (program, args) = argv.split_first().ok_or(SuperviseError::NoCommand)?;
         if subreaper {
             // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag only.
@@ -91,14 +99,21 @@ impl Supervisor {
             });
         }
         // std, not tokio, spawns: this module reaps every child itself with waitpid(-1).
-        let child =
-            Command::new(program)
-                .args(args)
-                .spawn()
-                .map_err(|source| SuperviseError::Spawn {
-                    program: program.to_string_lossy().into_owned(),
-                    source,
-                })?;
+        let mut command = Command::new(program);
+        command.args(args);
+        if let Some(c) = &capture {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the hook only makes async-signal-safe calls (see capture::install).
+            unsafe { command.pre_exec(c.pre_exec()) };
+        }
+        let spawned = command.spawn();
+        if let Some(c) = capture {
+            c.spawned();
+        }
+        let child = spawned.map_err(|source| SuperviseError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
         Ok(Self {
             pid: child.id(),
             forwarded,
@@ -167,7 +182,7 @@ fn reap_all() -> Vec<Exited> {
 
 /// Starts `argv`, forwards signals, and returns its exit status (127 when it cannot start).
 pub async fn run_child(argv: &[OsString]) -> i32 {
-    match Supervisor::spawn(argv, true) {
+    match Supervisor::spawn(argv, true, None) {
         Ok(s) => s.wait(None).await,
         Err(e) => {
             tracing::error!("{e}");

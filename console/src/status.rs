@@ -97,6 +97,7 @@ mod tests {
             session_ended_at: ended,
             session_interval_ms: started.map(|_| 10_000),
             console_instance: None,
+            ..DefenderRecord::default()
         }
     }
 

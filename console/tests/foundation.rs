@@ -42,6 +42,7 @@ fn link_config(bundle: &str, dir: &std::path::Path, host: &str) -> LinkConfig {
         },
         outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
         policy: None,
+        capture: None,
     }
 }
 
@@ -152,6 +153,7 @@ fn hello() -> DefenderMessage {
             agent_version: "test".into(),
             mode: Mode::Standalone as i32,
             last_acked_seq: 0,
+            capture: None,
         })),
     }
 }

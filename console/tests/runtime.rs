@@ -25,10 +25,13 @@ async fn save_policy(console: &RunningConsole, json: &str) -> i64 {
     saved.version
 }
 
-/// Starts `defender run` with `script` as the workload (via sh), its cwd `dir`.
+/// Starts `defender run` with `script` as the workload (via sh), its cwd `dir`. These tests
+/// exercise enforcement after the fact (polling: prevent kills with SIGKILL, status 137);
+/// exact capture's refusal before exec is tested in `capture.rs`.
 fn run_defender(bundle: &str, agent: &Path, dir: &Path, script: &str) -> Child {
     Command::new(defender_bin())
         .arg("run")
+        .args(["--capture", "poll"])
         .arg("--data-dir")
         .arg(agent)
         .args([

@@ -196,6 +196,7 @@ fn hostile_events() -> Vec<Event> {
                 remote_port: 443,
                 pid: 4242,
                 closed: false,
+                blocked: false,
             })),
         },
     ]

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use defender_proto::v1::{
-    Direction, Event, NetworkConnection, NetworkListen, ProcessStart, Protocol, RuntimeAudit,
-    event::Kind,
+    Direction, DnsQuery, Event, NetworkConnection, NetworkListen, ProcessStart, Protocol,
+    RuntimeAudit, event::Kind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,9 +63,18 @@ pub enum Check {
     DeniedOutboundPort,
     /// An outbound connection to an address of `network.deniedOutboundIps`.
     DeniedOutboundIp,
+    /// A DNS query for a name of `dns.denied`.
+    DeniedDomain,
+    /// A DNS query for a name matching nothing in a non-empty `dns.allowed`.
+    DomainNotAllowed,
 }
 
 impl Check {
+    /// Checks whose `prevent` refuses the syscall and never kills (DNS queries).
+    pub fn blocks_without_kill(self) -> bool {
+        matches!(self, Check::DeniedDomain | Check::DomainNotAllowed)
+    }
+
     /// The policy setting (path within a rule) whose effect applies to this check.
     pub fn setting(self) -> &'static str {
         match self {
@@ -78,6 +87,8 @@ impl Check {
             Check::ListeningPortNotAllowed => "network.allowedListeningPorts",
             Check::DeniedOutboundPort => "network.deniedOutboundPorts",
             Check::DeniedOutboundIp => "network.deniedOutboundIps",
+            Check::DeniedDomain => "dns.denied",
+            Check::DomainNotAllowed => "dns.allowed",
         }
     }
 }
@@ -93,6 +104,9 @@ pub struct Verdict {
     pub effect: Effect,
     /// Bounded, printable description of the violation (not HTML-escaped).
     pub message: String,
+    /// The violation without what the effect does about it (for a Defender that blocks the
+    /// syscall instead of killing: "…; prevented: blocked before exec").
+    pub description: String,
     /// The process concerned, 0 when unknown.
     pub pid: u32,
     /// Under `prevent`: the process to kill with SIGKILL at once (never 0 or 1).
@@ -128,6 +142,7 @@ struct CompiledRule {
     clusters: Vec<Glob>,
     processes: Processes,
     network: Network,
+    dns: Dns,
 }
 
 /// The process section, compiled.
@@ -139,6 +154,14 @@ struct Processes {
     modified_binary: Effect,
     crypto_miners: Effect,
     shell_from_non_shell: Effect,
+}
+
+/// The DNS section, compiled (lower-case globs).
+#[derive(Debug, Clone)]
+struct Dns {
+    effect: Effect,
+    allowed: Vec<(Glob, String)>,
+    denied: Vec<(Glob, String)>,
 }
 
 /// The network section, compiled.
@@ -213,6 +236,16 @@ impl Patterns {
     }
 }
 
+/// Compiles domain patterns, lower-cased (names are compared lower-case).
+fn domain_globs(list: &[String]) -> Vec<(Glob, String)> {
+    list.iter()
+        .map(|p| {
+            let lower = p.trim_end_matches('.').to_ascii_lowercase();
+            (Glob::new(&lower), p.clone())
+        })
+        .collect()
+}
+
 /// Compiles every pattern of a collection list.
 fn globs(list: &[String]) -> Vec<Glob> {
     list.iter().map(|p| Glob::new(p)).collect()
@@ -264,6 +297,30 @@ impl CompiledRule {
                     .filter_map(|t| parse_cidr(t).ok().map(|c| (c, t.clone())))
                     .collect(),
             },
+            dns: Dns {
+                effect: rule.dns.effect,
+                allowed: domain_globs(&rule.dns.allowed),
+                denied: domain_globs(&rule.dns.denied),
+            },
+        }
+    }
+
+    /// A DNS query against the `dns` section.
+    fn dns(&self, q: &DnsQuery, out: &mut Vec<Verdict>) {
+        let d = &self.dns;
+        if d.effect == Effect::Disable || q.name.is_empty() {
+            return;
+        }
+        let name = q.name.trim_end_matches('.').to_ascii_lowercase();
+        let who = || format!("DNS query for {} (pid {})", show_str(&name), q.pid);
+        if let Some((_, text)) = d.denied.iter().find(|(g, _)| g.matches(name.as_bytes())) {
+            let what = format!("{}: matches dns.denied \"{}\"", who(), show_str(text));
+            out.push(self.verdict(Check::DeniedDomain, d.effect, q.pid, what));
+        } else if !d.allowed.is_empty()
+            && !d.allowed.iter().any(|(g, _)| g.matches(name.as_bytes()))
+        {
+            let what = format!("{}: not in dns.allowed", who());
+            out.push(self.verdict(Check::DomainNotAllowed, d.effect, q.pid, what));
         }
     }
 
@@ -278,7 +335,11 @@ impl CompiledRule {
     /// Builds a verdict; under `prevent` it names the process to kill (never pid 0 or 1).
     fn verdict(&self, check: Check, effect: Effect, pid: u32, what: String) -> Verdict {
         let kill_pid = (effect == Effect::Prevent && pid > 1).then_some(pid);
+        let description = what.clone();
         let message = match (effect, kill_pid) {
+            (Effect::Prevent, _) if check.blocks_without_kill() => {
+                format!("{what}; prevented: the query is refused")
+            }
             (Effect::Prevent, Some(pid)) => {
                 format!("{what}; prevented: killing pid {pid} (SIGKILL)")
             }
@@ -288,11 +349,13 @@ impl CompiledRule {
             (Effect::Prevent, None) => format!("{what}; prevent: pid {pid} is never killed"),
             _ => what,
         };
+        let kill_pid = kill_pid.filter(|_| !check.blocks_without_kill());
         Verdict {
             rule: self.name.clone(),
             check,
             effect,
             message,
+            description,
             pid,
             kill_pid,
         }
@@ -494,6 +557,7 @@ impl CompiledPolicy {
             Some(Kind::ProcessStart(p)) => rule.process(p, ctx, &mut out),
             Some(Kind::NetworkListen(l)) => rule.listen(l, &mut out),
             Some(Kind::NetworkConnection(c)) => rule.connection(c, &mut out),
+            Some(Kind::DnsQuery(q)) => rule.dns(q, &mut out),
             _ => {}
         }
         out

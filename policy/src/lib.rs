@@ -113,7 +113,7 @@ pub use evaluate::{Check, CompiledPolicy, EventContext, Scope, Verdict};
 pub use glob::MAX_PATTERN_BYTES;
 pub use miners::{MINER_NAMES, POOL_PORTS, is_pool_port};
 pub use model::{
-    Collection, DEFAULT_RULE_NAME, Effect, MAX_POLICY_BYTES, NetworkSection, PortRange,
+    Collection, DEFAULT_RULE_NAME, DnsSection, Effect, MAX_POLICY_BYTES, NetworkSection, PortRange,
     ProcessSection, Rule, RuntimePolicy,
 };
 pub use shells::{SHELL_LAUNCHERS, SHELLS};

@@ -36,6 +36,27 @@ pub struct Rule {
     /// Network checks.
     #[serde(default)]
     pub network: NetworkSection,
+    /// DNS checks (exact capture reads every query the application sends).
+    #[serde(default)]
+    pub dns: DnsSection,
+}
+
+/// DNS checks of a rule: the names the application resolves. Patterns are case-insensitive
+/// domain globs (`*.example.com` matches every name below example.com, not example.com itself;
+/// `pool.*` any name starting with `pool.`). Prevent refuses the query before it is sent (the
+/// lookup fails), which needs exact capture; polling Defenders see no DNS queries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsSection {
+    /// Effect of both lists.
+    #[serde(default)]
+    pub effect: Effect,
+    /// When non-empty, resolving any other name is a violation.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// Resolving a name matching one of these is a violation.
+    #[serde(default)]
+    pub denied: Vec<String>,
 }
 
 /// Workloads a rule applies to: every non-empty list must have a pattern matching the scope.
@@ -306,6 +327,7 @@ impl RuntimePolicy {
                     effect: Effect::Alert,
                     ..NetworkSection::default()
                 },
+                dns: DnsSection::default(),
             }],
         }
     }

@@ -86,6 +86,29 @@ impl RuntimePolicy {
             }
             check_processes(&mut r, &format!("{at}.processes"), &rule.processes);
             check_network(&mut r, &format!("{at}.network"), &rule.network);
+            check_patterns(
+                &mut r,
+                &format!("{at}.dns.allowed"),
+                &rule.dns.allowed,
+                false,
+            );
+            check_patterns(&mut r, &format!("{at}.dns.denied"), &rule.dns.denied, false);
+            for (j, d) in rule.dns.denied.iter().enumerate() {
+                if let Some(k) = rule
+                    .dns
+                    .allowed
+                    .iter()
+                    .position(|a| a.eq_ignore_ascii_case(d))
+                {
+                    r.push(
+                        format!("{at}.dns.denied[{j}]"),
+                        format!(
+                            "\"{}\" is also in {at}.dns.allowed[{k}]; a name cannot be both allowed and denied",
+                            show_str(d)
+                        ),
+                    );
+                }
+            }
         }
         if r.0.is_empty() { Ok(()) } else { Err(r.0) }
     }

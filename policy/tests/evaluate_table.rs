@@ -57,6 +57,7 @@ fn listen(port: u32, pid: u32, closed: bool) -> Event {
         local_port: port,
         pid,
         closed,
+        ..Default::default()
     }))
 }
 
@@ -70,6 +71,7 @@ fn connect(direction: Direction, addr: &str, port: u32, pid: u32, closed: bool) 
         remote_port: port,
         pid,
         closed,
+        ..Default::default()
     }))
 }
 

@@ -87,6 +87,7 @@ fn events() -> Vec<Event> {
             local_port: 22,
             pid: 11,
             closed: false,
+            ..Default::default()
         }),
         Kind::NetworkConnection(NetworkConnection {
             protocol: Protocol::Tcp as i32,

@@ -341,6 +341,7 @@ fn caps_on_rules_and_list_entries() {
             collection: Default::default(),
             processes: Default::default(),
             network: Default::default(),
+            dns: Default::default(),
         })
         .collect();
     let errs = errors(&RuntimePolicy { rules });

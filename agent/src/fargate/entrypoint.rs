@@ -13,20 +13,21 @@ use crate::cli::EntrypointArgs;
 use crate::enforce::{Enforcer, EnforcingSink};
 use crate::observe::process::ProcessScope;
 use crate::observe::{ObserveConfig, Observer};
-use crate::supervise::{EXIT_CANNOT_START, Supervisor};
+use crate::supervise::EXIT_CANNOT_START;
 
 /// How long the wrapper waits, after the application ended, to hand its last events over.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the application under the wrapper; returns the exit status to use.
 pub async fn run(args: EntrypointArgs) -> i32 {
-    let supervisor = match Supervisor::spawn(&args.argv, true) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return EXIT_CANNOT_START;
-        }
-    };
+    let (supervisor, mut capture, capture_state) =
+        match crate::capture::spawn_app(&args.argv, args.capture, args.poll_interval) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return EXIT_CANNOT_START;
+            }
+        };
     // Evaluation happens here, where the processes are (the sidecar cannot see or kill them
     // in its own pid namespace); the policy comes from the sidecar.
     let metadata = crate::metadata::discover().await;
@@ -43,19 +44,27 @@ pub async fn run(args: EntrypointArgs) -> i32 {
             app_pid: supervisor.pid(),
         },
         enforcer.clone(),
+        Some(capture_state.clone()),
     );
+    let enforcing: Arc<dyn crate::observe::EventSink> = Arc::new(EnforcingSink {
+        inner: sink.clone(),
+        enforcer: enforcer.clone(),
+    });
+    let exact = capture.as_mut().and_then(|c| {
+        c.attach(&args.container, enforcer, sink.clone(), enforcing.clone());
+        c.take_feed()
+    });
     let (reaped_tx, reaped_rx) = tokio::sync::mpsc::unbounded_channel();
     let observer = Observer::spawn(
         ObserveConfig {
             interval: args.poll_interval,
             scope: ProcessScope::Descendants(supervisor.pid()),
             container: args.container.clone(),
-            proc_root: "/proc".into(),
+            proc_root: crate::observe::proc_root(),
+            exact,
+            state: capture_state,
         },
-        Arc::new(EnforcingSink {
-            inner: sink.clone(),
-            enforcer,
-        }),
+        enforcing,
         Some(reaped_rx),
     );
     let code = supervisor.wait(Some(reaped_tx)).await;

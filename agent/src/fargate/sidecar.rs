@@ -75,6 +75,17 @@ pub async fn run(args: SidecarArgs) -> i32 {
     );
     let enforcer = Enforcer::new(&metadata, &[], Some(args.data_dir.join("policy.json")));
     let (policy_tx, policy_rx) = watch::channel(enforcer.current());
+    // Sidecar mode polls (it cannot install a filter in other containers' processes); in
+    // embedded mode each wrapper captures and reports its mode (see CaptureState::status).
+    let capture_state = crate::capture::CaptureState::new(args.poll_interval);
+    capture_state.set_mode(
+        false,
+        if args.mode == FargateMode::Sidecar {
+            "sidecar mode (pidMode task) polls /proc: it cannot install a filter in other containers' processes"
+        } else {
+            "no app-container wrapper has reported yet"
+        },
+    );
     let applying = enforce::follow(enforcer.clone(), policy_rx.clone());
     let link = Link::spawn(LinkConfig {
         bundle,
@@ -84,6 +95,7 @@ pub async fn run(args: SidecarArgs) -> i32 {
         backoff: Backoff::default(),
         outbox: outbox.clone(),
         policy: Some(policy_tx),
+        capture: Some(capture_state.clone()),
     });
     let listener = match bind(&args.socket) {
         Ok(l) => l,
@@ -102,7 +114,9 @@ pub async fn run(args: SidecarArgs) -> i32 {
                     exclude: vec![std::process::id()],
                 },
                 container: String::new(),
-                proc_root: "/proc".into(),
+                proc_root: crate::observe::proc_root(),
+                exact: None,
+                state: capture_state.clone(),
             },
             Arc::new(EnforcingSink {
                 inner: outbox.clone(),
@@ -125,8 +139,9 @@ pub async fn run(args: SidecarArgs) -> i32 {
                     continue;
                 };
                 let (outbox, state, policy) = (outbox.clone(), state.clone(), policy_rx.clone());
+                let capture = capture_state.clone();
                 tokio::spawn(async move {
-                    serve(stream, &outbox, &state, policy).await;
+                    serve(stream, &outbox, &state, policy, &capture).await;
                     drop(permit);
                 });
             }
@@ -177,6 +192,7 @@ async fn serve(
     outbox: &Outbox,
     state: &watch::Receiver<LinkState>,
     mut policy: watch::Receiver<Option<Policy>>,
+    capture: &crate::capture::CaptureState,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let first: LocalRequest = match read_frame(&mut reader).await {
@@ -221,6 +237,9 @@ async fn serve(
                 }
                 outbox.push(e);
             }
+            Ok(Some(LocalRequest {
+                msg: Some(local_request::Msg::Capture(status)),
+            })) => capture.set_wrapper(&container, status),
             Ok(Some(_)) => {
                 tracing::warn!(%container, "unexpected local message; closing");
                 break;

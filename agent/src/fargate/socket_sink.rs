@@ -38,7 +38,13 @@ pub struct SocketSink {
 impl SocketSink {
     /// Starts the writer task for `socket`, introducing this container with `hello`; policies
     /// the sidecar pushes are applied to `enforcer`.
-    pub fn spawn(socket: PathBuf, hello: LocalHello, enforcer: Arc<Enforcer>) -> Arc<Self> {
+    /// `capture`, when given, is reported to the sidecar after Hello and whenever it changes.
+    pub fn spawn(
+        socket: PathBuf,
+        hello: LocalHello,
+        enforcer: Arc<Enforcer>,
+        capture: Option<Arc<crate::capture::CaptureState>>,
+    ) -> Arc<Self> {
         let sink = Arc::new(Self {
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
@@ -48,7 +54,7 @@ impl SocketSink {
             wake: Notify::new(),
             idle: Notify::new(),
         });
-        tokio::spawn(writer(sink.clone(), socket, hello, enforcer));
+        tokio::spawn(writer(sink.clone(), socket, hello, enforcer, capture));
         sink
     }
 
@@ -95,6 +101,7 @@ async fn writer(
     socket: PathBuf,
     hello: LocalHello,
     enforcer: Arc<Enforcer>,
+    capture: Option<Arc<crate::capture::CaptureState>>,
 ) {
     let mut delay = Duration::from_millis(100);
     let mut reported_drops = 0u64;
@@ -122,6 +129,8 @@ async fn writer(
         if write_frame(&mut stream, &hello_frame).await.is_err() {
             continue;
         }
+        // The capture status last sent on this connection (resent when it changes).
+        let mut sent_status = None;
         let enforcer_for_reader = enforcer.clone();
         let policies = tokio::spawn(async move {
             while let Ok(Some(push)) = read_frame::<_, LocalPush>(&mut reader).await {
@@ -141,6 +150,18 @@ async fn writer(
         }
         delay = Duration::from_millis(100);
         loop {
+            if let Some(c) = &capture {
+                let now = c.status();
+                if sent_status.as_ref() != Some(&now) {
+                    let frame = LocalRequest {
+                        msg: Some(local_request::Msg::Capture(now.clone())),
+                    };
+                    if write_frame(&mut stream, &frame).await.is_err() {
+                        break;
+                    }
+                    sent_status = Some(now);
+                }
+            }
             let dropped = sink.lock().dropped;
             if dropped > reported_drops {
                 sink.push_event(drop_notice(&hello.container, dropped - reported_drops));
@@ -157,7 +178,8 @@ async fn writer(
             };
             let Some(event) = next else {
                 sink.idle.notify_waiters();
-                wake.await;
+                // Wake for events, or now and then to resend a changed capture status.
+                let _ = tokio::time::timeout(Duration::from_secs(2), wake).await;
                 continue;
             };
             let frame = LocalRequest {

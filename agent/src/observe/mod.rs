@@ -36,14 +36,27 @@ impl EventSink for Outbox {
 }
 
 /// What to observe and how often.
-#[derive(Clone, Debug)]
 pub struct ObserveConfig {
     pub interval: Duration,
     pub scope: ProcessScope,
     /// Container name put on every event.
     pub container: String,
-    /// Normally `/proc`.
+    /// Normally `/proc` (`DEFENDER_PROC_ROOT` overrides it, for tests).
     pub proc_root: PathBuf,
+    /// Exact capture's announcements and exit codes, when it is in force: this observer then
+    /// reports only what interception cannot see (forks without exec, exits, accepted
+    /// connections).
+    pub exact: Option<crate::capture::CaptureFeed>,
+    /// Where the capture mode, errors and missed counts are recorded.
+    pub state: Arc<crate::capture::CaptureState>,
+}
+
+/// The proc root to observe: `/proc`, or `DEFENDER_PROC_ROOT` (tests simulate an unreadable
+/// `/proc` with it).
+pub fn proc_root() -> PathBuf {
+    std::env::var_os("DEFENDER_PROC_ROOT")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/proc"), PathBuf::from)
 }
 
 /// A running observer thread.
@@ -67,7 +80,9 @@ impl Observer {
                     cfg.proc_root.clone(),
                     cfg.scope.clone(),
                     cfg.container.clone(),
-                );
+                )
+                // The Defender is the application's child subreaper in this scope.
+                .adopt_orphans(matches!(cfg.scope, ProcessScope::Descendants(_)));
                 let mut net = NetWatcher::new(
                     cfg.proc_root.clone(),
                     cfg.proc_root.join("net"),
@@ -76,6 +91,21 @@ impl Observer {
                 let mut last = false;
                 loop {
                     let started = Instant::now();
+                    // Exact capture may have been refused after this thread started (the
+                    // application's first exec decides): follow the mode in force.
+                    let exact = cfg.exact.is_some() && cfg.state.is_exact();
+                    procs.set_exact(exact);
+                    net.set_inbound_only(exact);
+                    if let Some(feed) = &cfg.exact {
+                        while let Ok(a) = feed.announced.try_recv() {
+                            procs.announce(a);
+                        }
+                        while let Ok(x) = feed.exits.try_recv() {
+                            if let Some(code) = x.code {
+                                procs.exit_code(x.pid, code);
+                            }
+                        }
+                    }
                     let mut exits = Vec::new();
                     if let Some(rx) = reaped.as_mut() {
                         while let Ok(e) = rx.try_recv() {
@@ -90,6 +120,9 @@ impl Observer {
                     let mut events = procs.poll(&exits, now);
                     let pids: HashSet<u32> = procs.pids().collect();
                     events.extend(net.poll(&pids, now));
+                    cfg.state.set_error(procs.error().unwrap_or(""));
+                    cfg.state
+                        .set_missed(procs.last_poll_stats().reaped_unseen_total);
                     for e in events {
                         sink.push_event(e);
                     }

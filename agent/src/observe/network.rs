@@ -10,13 +10,18 @@ use defender_proto::v1::{Direction, Event, NetworkConnection, NetworkListen, Pro
 
 use super::sockets::{self, Proto, SocketEntry};
 
-/// TCP states in which a connection exists and is owned by a socket (not TIME_WAIT/CLOSE).
-const LIVE_TCP_STATES: [u8; 6] = [0x01, 0x04, 0x05, 0x08, 0x09, 0x0B];
+/// TCP states in which a connection exists and is owned by a socket (not TIME_WAIT/CLOSE):
+/// ESTABLISHED, SYN_SENT (an attempt that may never complete is still an attempt), FIN_WAIT1/2,
+/// CLOSE_WAIT, LAST_ACK, CLOSING.
+const LIVE_TCP_STATES: [u8; 7] = [0x01, 0x02, 0x04, 0x05, 0x08, 0x09, 0x0B];
 
+/// Each listening *socket* is its own key: a second SO_REUSEPORT listener on the same address is
+/// another socket (another inode), reported on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ListenKey {
     proto: Proto,
     local: SocketAddr,
+    inode: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,10 +31,12 @@ struct ConnKey {
     remote: SocketAddr,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Seen {
     pid: u32,
     inbound: bool,
+    /// Every observed process holding the socket (forked workers share listeners).
+    pids: Vec<u32>,
 }
 
 /// Tracks the sockets of a set of pids between polls.
@@ -39,12 +46,21 @@ pub struct NetWatcher {
     container: String,
     listens: HashMap<ListenKey, Seen>,
     conns: HashMap<ConnKey, Seen>,
-    /// Socket inode → owning pid, for inodes of observed processes.
-    owners: HashMap<u64, u32>,
+    /// Socket inode → observed pids holding it (sorted), for inodes of observed processes.
+    owners: HashMap<u64, Vec<u32>>,
+    /// Ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`): an unconnected UDP
+    /// socket on such a port is a client that sent with `sendto()` (the kernel bound it), not a
+    /// server.
+    ephemeral: (u16, u16),
     /// Inodes looked for and not owned by an observed process (other containers, the Defender).
     foreign: HashSet<u64>,
     /// Directory scans of /proc/<pid>/fd done so far (for cost figures).
     fd_scans: u64,
+    /// The pids whose descriptors the last scan covered.
+    scanned: HashSet<u32>,
+    /// Exact capture reports listens and outbound connections itself: only accepted (inbound)
+    /// connections are reported from the tables.
+    inbound_only: bool,
 }
 
 impl NetWatcher {
@@ -61,9 +77,17 @@ impl NetWatcher {
             listens: HashMap::new(),
             conns: HashMap::new(),
             owners: HashMap::new(),
+            ephemeral: read_ephemeral_range(),
             foreign: HashSet::new(),
             fd_scans: 0,
+            scanned: HashSet::new(),
+            inbound_only: false,
         }
+    }
+
+    /// Reports only accepted (inbound) connections (exact capture reports the rest).
+    pub fn set_inbound_only(&mut self, inbound_only: bool) {
+        self.inbound_only = inbound_only;
     }
 
     /// How many times the fd tables of observed processes were scanned.
@@ -88,29 +112,42 @@ impl NetWatcher {
             .map(|e| e.inode)
             .filter(|i| *i != 0)
             .collect();
-        self.owners
-            .retain(|inode, pid| live_inodes.contains(inode) && pids.contains(pid));
+        self.owners.retain(|inode, holders| {
+            holders.retain(|p| pids.contains(p));
+            live_inodes.contains(inode) && !holders.is_empty()
+        });
         self.foreign.retain(|inode| live_inodes.contains(inode));
         let unknown = live_inodes
             .iter()
             .any(|i| !self.owners.contains_key(i) && !self.foreign.contains(i));
-        if unknown {
+        // New processes may hold known sockets (forked workers): rescan when the set changed.
+        let new_pids = pids.iter().any(|p| !self.scanned.contains(p));
+        if unknown || new_pids {
             self.scan_fds(pids, &live_inodes);
+            self.scanned = pids.clone();
         }
 
         let mut events = Vec::new();
         let mut listens_now: HashMap<ListenKey, Seen> = HashMap::new();
+        let (lo, hi) = self.ephemeral;
         for e in entries.iter().filter(|e| e.is_listening()) {
-            if let Some(pid) = self.owners.get(&e.inode) {
+            // An unconnected UDP socket on an ephemeral port was bound by a send (a DNS
+            // resolver's `sendto()`), not by a server's `bind()`.
+            if e.proto == Proto::Udp && (lo..=hi).contains(&e.local.port()) {
+                continue;
+            }
+            if let Some(holders) = self.owners.get(&e.inode) {
                 let key = ListenKey {
                     proto: e.proto,
                     local: e.local,
+                    inode: e.inode,
                 };
                 listens_now.insert(
                     key,
                     Seen {
-                        pid: *pid,
+                        pid: holders[0],
                         inbound: false,
+                        pids: holders.clone(),
                     },
                 );
             }
@@ -121,35 +158,50 @@ impl NetWatcher {
             .collect();
         let mut conns_now: HashMap<ConnKey, Seen> = HashMap::new();
         for e in entries.iter().filter(|e| is_live_connection(e)) {
-            if let Some(pid) = self.owners.get(&e.inode) {
+            if let Some(holders) = self.owners.get(&e.inode) {
                 let key = ConnKey {
                     proto: e.proto,
                     local: e.local,
                     remote: e.remote,
                 };
                 let inbound = listening_ports.contains(&(e.proto, e.local.port()));
-                conns_now.insert(key, Seen { pid: *pid, inbound });
+                conns_now.insert(
+                    key,
+                    Seen {
+                        pid: holders[0],
+                        inbound,
+                        pids: Vec::new(),
+                    },
+                );
             }
         }
 
+        let report_all = !self.inbound_only;
         for (key, seen) in &listens_now {
-            if !self.listens.contains_key(key) {
-                events.push(self.listen_event(key, *seen, false, now_ms));
+            match self.listens.get(key) {
+                None if report_all => events.push(self.listen_event(key, seen, false, now_ms)),
+                // Another worker now holds the listener too: say so (prevent kills them all).
+                Some(old)
+                    if report_all && old.pids != seen.pids && seen.pids.len() > old.pids.len() =>
+                {
+                    events.push(self.listen_event(key, seen, false, now_ms));
+                }
+                _ => {}
             }
         }
         for (key, seen) in &self.listens {
-            if !listens_now.contains_key(key) {
-                events.push(self.listen_event(key, *seen, true, now_ms));
+            if report_all && !listens_now.contains_key(key) {
+                events.push(self.listen_event(key, seen, true, now_ms));
             }
         }
         for (key, seen) in &conns_now {
-            if !self.conns.contains_key(key) {
-                events.push(self.conn_event(key, *seen, false, now_ms));
+            if !self.conns.contains_key(key) && (report_all || seen.inbound) {
+                events.push(self.conn_event(key, seen, false, now_ms));
             }
         }
         for (key, seen) in &self.conns {
-            if !conns_now.contains_key(key) {
-                events.push(self.conn_event(key, *seen, true, now_ms));
+            if !conns_now.contains_key(key) && (report_all || seen.inbound) {
+                events.push(self.conn_event(key, seen, true, now_ms));
             }
         }
         self.listens = listens_now;
@@ -168,7 +220,10 @@ impl NetWatcher {
                 if let Some(inode) = socket_inode(&entry.path())
                     && live.contains(&inode)
                 {
-                    self.owners.entry(inode).or_insert(*pid);
+                    let holders = self.owners.entry(inode).or_default();
+                    if let Err(at) = holders.binary_search(pid) {
+                        holders.insert(at, *pid);
+                    }
                 }
             }
         }
@@ -179,7 +234,7 @@ impl NetWatcher {
         }
     }
 
-    fn listen_event(&self, key: &ListenKey, seen: Seen, closed: bool, now_ms: i64) -> Event {
+    fn listen_event(&self, key: &ListenKey, seen: &Seen, closed: bool, now_ms: i64) -> Event {
         Event {
             seq: 0,
             time_ms: now_ms,
@@ -190,11 +245,13 @@ impl NetWatcher {
                 local_port: u32::from(key.local.port()),
                 pid: seen.pid,
                 closed,
+                pids: seen.pids.clone(),
+                blocked: false,
             })),
         }
     }
 
-    fn conn_event(&self, key: &ConnKey, seen: Seen, closed: bool, now_ms: i64) -> Event {
+    fn conn_event(&self, key: &ConnKey, seen: &Seen, closed: bool, now_ms: i64) -> Event {
         let direction = if seen.inbound {
             Direction::Inbound
         } else {
@@ -213,9 +270,21 @@ impl NetWatcher {
                 remote_port: u32::from(key.remote.port()),
                 pid: seen.pid,
                 closed,
+                blocked: false,
             })),
         }
     }
+}
+
+/// The kernel's ephemeral port range (default 32768–60999).
+fn read_ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
+            Some((it.next()?, it.next()?))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 fn is_live_connection(e: &SocketEntry) -> bool {
@@ -325,10 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn udp_client_that_only_sends_is_not_a_listen() {
+        let me: HashSet<u32> = [std::process::id()].into();
+        let mut w = NetWatcher::new("/proc", "/proc/net", "app".into());
+        let u = UdpSocket::bind("0.0.0.0:0").unwrap();
+        u.send_to(b"x", "127.0.0.1:9").unwrap();
+        let port = u32::from(u.local_addr().unwrap().port());
+        let events = w.poll(&me, 0);
+        assert!(
+            !events.iter().any(|e| matches!(&e.kind,
+                Some(event::Kind::NetworkListen(l)) if l.local_port == port)),
+            "{:?}",
+            kinds(&events)
+        );
+    }
+
+    #[test]
     fn udp_bound_socket_is_a_listen() {
         let me: HashSet<u32> = [std::process::id()].into();
         let mut w = NetWatcher::new("/proc", "/proc/net", "app".into());
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A server binds a port of its own (an ephemeral port is what a sending client gets).
+        let u = (20_000..30_000)
+            .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .unwrap();
         let port = u.local_addr().unwrap().port();
         let events = w.poll(&me, 0);
         let found = events.iter().any(|e| {

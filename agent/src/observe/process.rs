@@ -140,7 +140,11 @@ struct Stat {
     ppid: u32,
     flags: u64,
     start: u64,
+    /// Changes when the process execs: a hash of its code and stack addresses (fields 26–28,
+    /// new at every exec) when the kernel shows them, else of its `comm`.
     comm: u64,
+    /// Whether `comm` comes from the code addresses (an exec for sure) rather than the name.
+    exact_image: bool,
 }
 
 /// A new process caught mid-`execve`, to be read again next poll.
@@ -192,6 +196,21 @@ pub struct ProcessWatcher {
     stats: PollStats,
     reaped_unseen_total: u64,
     retrying: HashMap<u32, Retrying>,
+    /// Exact capture reports execs: this watcher then reports only forks without exec, exits,
+    /// and what interception announced but could not see end.
+    exact: bool,
+    /// Starts exact capture reported since the last poll.
+    announced: Vec<crate::capture::Announce>,
+    /// Exit codes exact capture saw (`exit_group`), kept until the process is seen gone.
+    codes: HashMap<u32, (i32, u64)>,
+    /// New processes not announced by exact capture, seen once (start time, generation): a
+    /// fork without exec is reported when it is still there, unannounced, on the next poll.
+    candidates: HashMap<u32, (u64, u64)>,
+    /// Why the last poll could not see processes, if it could not.
+    error: Option<String>,
+    /// Children of this process other than the root are the application's orphans (this
+    /// process is the application's child subreaper and starts no other children).
+    adopt_orphans: bool,
 }
 
 impl ProcessWatcher {
@@ -219,7 +238,46 @@ impl ProcessWatcher {
             stats: PollStats::default(),
             reaped_unseen_total: 0,
             retrying: HashMap::new(),
+            exact: false,
+            announced: Vec::new(),
+            codes: HashMap::new(),
+            candidates: HashMap::new(),
+            error: None,
+            adopt_orphans: false,
         }
+    }
+
+    /// This process is the application's child subreaper: processes re-parented to it (double
+    /// fork, nohup, `daemon(3)`) are the application's descendants and in scope.
+    pub fn adopt_orphans(mut self, adopt: bool) -> Self {
+        self.adopt_orphans = adopt;
+        self
+    }
+
+    /// Exact capture is in force: execs are reported by interception ([`Self::announce`]).
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact = exact;
+    }
+
+    /// A process start exact capture reported: known from now on, never reported again here;
+    /// its exit is reported when it is seen gone (at the next poll if it is already gone).
+    pub fn announce(&mut self, a: crate::capture::Announce) {
+        if self.announced.len() < 65_536 {
+            self.announced.push(a);
+        }
+    }
+
+    /// An exit code exact capture saw (`exit_group`), for a process the Defender does not reap.
+    pub fn exit_code(&mut self, pid: u32, code: i32) {
+        if self.codes.len() >= 65_536 {
+            self.codes.clear();
+        }
+        self.codes.insert(pid, (code, self.generation));
+    }
+
+    /// Why processes cannot be seen (e.g. the proc root is unreadable), if so.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 
     /// Uses `path` instead of `/etc/passwd` for processes whose root has no readable passwd file.
@@ -238,8 +296,41 @@ impl ProcessWatcher {
         if self.boot_ms.is_none() {
             self.boot_ms = read_boot_ms(&self.proc_root);
         }
-        let reaped_by_pid: HashMap<u32, Reaped> = reaped.iter().map(|r| (r.pid, *r)).collect();
+        let mut reaped_by_pid: HashMap<u32, Reaped> = reaped.iter().map(|r| (r.pid, *r)).collect();
+        let from_reaper = reaped_by_pid.len();
         let mut reaped_used = 0usize;
+        // Exit codes from exact capture complete what the reaper did not collect.
+        self.codes.retain(|_, (_, g)| *g + 16 > generation);
+        for (pid, (code, _)) in &self.codes {
+            reaped_by_pid.entry(*pid).or_insert(Reaped {
+                pid: *pid,
+                code: Some(*code),
+                signal: None,
+            });
+        }
+        for a in std::mem::take(&mut self.announced) {
+            if self
+                .known
+                .get(&a.pid)
+                .is_some_and(|k| k.start == a.start_ticks)
+            {
+                continue;
+            }
+            self.ignored.remove(&a.pid);
+            self.retrying.remove(&a.pid);
+            self.candidates.remove(&a.pid);
+            self.known.insert(
+                a.pid,
+                Known {
+                    start: a.start_ticks,
+                    ppid: a.ppid,
+                    comm: COMM_UNKNOWN,
+                    fingerprint: 0,
+                    // Not "seen" this poll: if the listing does not find it, it has exited.
+                    seen: generation - 1,
+                },
+            );
+        }
         let mut events = Vec::new();
 
         // Exits held back last poll: their status had one more poll to arrive.
@@ -250,14 +341,24 @@ impl ProcessWatcher {
         }
 
         // 1. List the proc root and classify every process: known, ignored, or new.
-        list_pids(&self.proc_root, &mut self.listed);
+        self.error = match list_pids(&self.proc_root, &mut self.listed) {
+            Err(e) => Some(format!(
+                "cannot read {}: {e}: processes are not observed",
+                self.proc_root.display()
+            )),
+            Ok(()) if self.listed.is_empty() => Some(format!(
+                "no process is visible under {}: processes are not observed",
+                self.proc_root.display()
+            )),
+            Ok(()) => None,
+        };
         stats.listed = self.listed.len();
         let root = match self.scope {
             ProcessScope::Descendants(root) => Some(root),
             ProcessScope::All { .. } => None,
         };
         let mut new: Vec<(u32, Stat)> = Vec::new();
-        let mut execs: Vec<u32> = Vec::new();
+        let mut execs: Vec<(u32, bool)> = Vec::new();
         for &pid in &self.listed {
             let Ok(stat) = self.reader.stat(pid) else {
                 continue; // vanished since the listing
@@ -272,7 +373,10 @@ impl ProcessWatcher {
                     k.ppid = stat.ppid;
                     if k.comm != stat.comm {
                         k.comm = stat.comm;
-                        execs.push(pid);
+                        // In exact mode every exec is reported by interception, not here.
+                        if !self.exact {
+                            execs.push((pid, stat.exact_image));
+                        }
                     }
                     continue;
                 }
@@ -296,8 +400,8 @@ impl ProcessWatcher {
 
         // 3. Read what is new (execs first: a process that exec'd may be the parent of new ones).
         let mut starts = Vec::new();
-        for pid in execs {
-            if let Some(ps) = self.reread_after_exec(pid) {
+        for (pid, exact_image) in execs {
+            if let Some(ps) = self.reread_after_exec(pid, exact_image) {
                 stats.details_read += 1;
                 starts.push(ps);
             }
@@ -317,6 +421,18 @@ impl ProcessWatcher {
                 );
                 continue;
             }
+            if self.exact {
+                // Not announced by interception: a fork without exec, or an exec still being
+                // judged. Reported only if still there, unannounced, next poll.
+                let again = self
+                    .candidates
+                    .get(&pid)
+                    .is_some_and(|(start, _)| *start == stat.start);
+                self.candidates.insert(pid, (stat.start, generation));
+                if !again {
+                    continue;
+                }
+            }
             stats.details_read += 1;
             stats.stat_reads += 1;
             let attempts = self
@@ -325,7 +441,9 @@ impl ProcessWatcher {
                 .filter(|r| r.start == stat.start)
                 .map_or(0, |r| r.attempts);
             match self.read_details(pid, &stat, attempts < MAX_RETRIES) {
-                Details::Read(ps, fingerprint) => {
+                Details::Read(mut ps, fingerprint) => {
+                    ps.forked = self.exact;
+                    self.candidates.remove(&pid);
                     self.known.insert(
                         pid,
                         Known {
@@ -390,12 +508,18 @@ impl ProcessWatcher {
         }
         self.ignored.retain(|_, ig| ig.seen == generation);
         self.retrying.retain(|_, r| r.seen == generation);
+        self.candidates.retain(|_, (_, g)| *g == generation);
 
+        for e in &events {
+            if let Some(event::Kind::ProcessExit(x)) = &e.kind {
+                self.codes.remove(&x.pid);
+            }
+        }
         stats.exited = events
             .iter()
             .filter(|e| matches!(e.kind, Some(event::Kind::ProcessExit(_))))
             .count();
-        stats.reaped_unseen = reaped_by_pid.len().saturating_sub(reaped_used);
+        stats.reaped_unseen = from_reaper.saturating_sub(reaped_used);
         self.reaped_unseen_total += stats.reaped_unseen as u64;
         stats.reaped_unseen_total = self.reaped_unseen_total;
         stats.hashes_computed_total = self.hasher.hashes_computed();
@@ -442,6 +566,12 @@ impl ProcessWatcher {
                         if ppid == 0 || path.len() > MAX_CHAIN {
                             break false;
                         }
+                        // Orphans (double fork, nohup, daemon(3)) are re-parented to the
+                        // Defender, the application's child subreaper: they are still the
+                        // application's descendants.
+                        if self.adopt_orphans && ppid == self.self_pid {
+                            break true;
+                        }
                         if self.known.contains_key(&ppid) {
                             break true;
                         }
@@ -462,9 +592,10 @@ impl ProcessWatcher {
         }
     }
 
-    /// A known process's `comm` changed: if its executable or argv changed too, it exec'd and
-    /// its new image is reported.
-    fn reread_after_exec(&mut self, pid: u32) -> Option<ProcessStart> {
+    /// A known process's image changed. With `exact_image` (its code addresses changed) it
+    /// exec'd for sure, even into the same program with the same name; otherwise (only its
+    /// `comm` changed) it is reported only if its executable or argv changed too.
+    fn reread_after_exec(&mut self, pid: u32, exact_image: bool) -> Option<ProcessStart> {
         let k = *self.known.get(&pid)?;
         let exe = match self.reader.link(pid, "exe") {
             Ok(exe) => Some(exe),
@@ -479,7 +610,7 @@ impl ProcessWatcher {
             }
             return None;
         };
-        if fingerprint(&exe, &cmdline) == k.fingerprint {
+        if !exact_image && fingerprint(&exe, &cmdline) == k.fingerprint {
             return None;
         }
         let stat = self.reader.stat(pid).ok()?;
@@ -526,7 +657,7 @@ impl ProcessWatcher {
         if cmdline.is_empty() && may_retry {
             return Details::Retry;
         }
-        let Ok(uid) = self.reader.uid(pid) else {
+        let Ok((uid, euid)) = self.reader.uid(pid) else {
             return Details::Vanished;
         };
         let cwd = self.reader.link(pid, "cwd").unwrap_or_default();
@@ -560,6 +691,8 @@ impl ProcessWatcher {
                 .unwrap_or(0)
                 .saturating_add(i64::try_from(start_ticks_ms).unwrap_or(i64::MAX)),
             exe_sha256,
+            euid,
+            ..ProcessStart::default()
         };
         Details::Read(ps, fp)
     }
@@ -666,16 +799,14 @@ fn fingerprint(exe: &[u8], cmdline: &[u8]) -> u64 {
 }
 
 /// Collects the numeric entries of `proc_root` into `out`.
-fn list_pids(proc_root: &Path, out: &mut Vec<u32>) {
+fn list_pids(proc_root: &Path, out: &mut Vec<u32>) -> io::Result<()> {
     out.clear();
-    let Ok(dir) = std::fs::read_dir(proc_root) else {
-        return;
-    };
-    for entry in dir.flatten() {
+    for entry in std::fs::read_dir(proc_root)?.flatten() {
         if let Some(pid) = parse_pid(entry.file_name().as_bytes()) {
             out.push(pid);
         }
     }
+    Ok(())
 }
 
 fn parse_pid(name: &[u8]) -> Option<u32> {
@@ -712,12 +843,21 @@ fn parse_stat(buf: &[u8]) -> Option<Stat> {
     let flags = num(fields.nth(4)?)?;
     // minflt … itrealvalue (fields 10–21), then starttime (22).
     let start = num(fields.nth(12)?)?;
+    // vsize, rss, rsslim (23–25), then startcode, endcode, startstack (26–28): new addresses at
+    // every exec (the kernel shows 0 to a reader without ptrace access to the process).
+    let code: Vec<&[u8]> = fields.skip(3).take(3).collect();
+    let exact_image = code.len() == 3 && code.iter().any(|f| num(f).is_some_and(|n| n != 0));
     Some(Stat {
         state,
         ppid: u32::try_from(ppid).ok()?,
         flags,
         start,
-        comm: fnv1a(&[comm]),
+        comm: if exact_image {
+            fnv1a(&code)
+        } else {
+            fnv1a(&[comm])
+        },
+        exact_image,
     })
 }
 
@@ -784,19 +924,26 @@ impl Reader {
         Ok(self.buf.clone())
     }
 
-    /// Real uid from the `Uid:` line of `<pid>/status`.
-    fn uid(&mut self, pid: u32) -> io::Result<u32> {
+    /// Real and effective uid from the `Uid:` line of `<pid>/status`.
+    fn uid(&mut self, pid: u32) -> io::Result<(u32, u32)> {
         self.read(pid, "status", 64 * 1024)?;
-        self.buf
+        let ids: Vec<u32> = self
+            .buf
             .split(|b| *b == b'\n')
             .find_map(|l| l.strip_prefix(b"Uid:"))
-            .and_then(|rest| {
+            .map(|rest| {
                 rest.split(|b| b.is_ascii_whitespace())
-                    .find(|f| !f.is_empty())
+                    .filter(|f| !f.is_empty())
+                    .filter_map(num)
+                    .filter_map(|u| u32::try_from(u).ok())
+                    .collect()
             })
-            .and_then(num)
-            .and_then(|u| u32::try_from(u).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Uid line"))
+            .unwrap_or_default();
+        match ids.as_slice() {
+            [uid, euid, ..] => Ok((*uid, *euid)),
+            [uid] => Ok((*uid, *uid)),
+            [] => Err(io::Error::new(io::ErrorKind::InvalidData, "no Uid line")),
+        }
     }
 
     /// Target of the symlink `<pid>/<name>` as raw bytes.

@@ -114,6 +114,13 @@ async fn run_stream(
         last_acked_seq = hello.last_acked_seq,
         "defender connected"
     );
+    // The capture status last stored, so heartbeats write it only when it changes.
+    let mut capture = hello.capture.clone();
+    if let Some(c) = &capture
+        && let Err(e) = state.store.set_capture(&id, c).await
+    {
+        tracing::error!(error = %e, "storing the capture status failed");
+    }
     // A stream with no message for this long is dead even if TCP has not noticed.
     let idle_limit = state.heartbeat_interval * crate::status::MISSED_HEARTBEATS as u32;
     let mut stopping = state.stopping.clone();
@@ -161,6 +168,14 @@ async fn run_stream(
                 };
                 if let Err(e) = state.store.heartbeat(&id, session, &health).await {
                     tracing::error!(error = %e, "storing heartbeat failed");
+                }
+                if hb.capture.is_some() && hb.capture != capture {
+                    if let Some(c) = &hb.capture
+                        && let Err(e) = state.store.set_capture(&id, c).await
+                    {
+                        tracing::error!(error = %e, "storing the capture status failed");
+                    }
+                    capture = hb.capture;
                 }
             }
             Some(defender_message::Msg::Events(batch)) => {

@@ -26,7 +26,7 @@ pub struct Health {
 }
 
 /// One Defender with its newest session, as the list, the detail page and the API need it.
-#[derive(Clone, Debug, FromRow)]
+#[derive(Clone, Debug, Default, FromRow)]
 pub struct DefenderRecord {
     pub id: String,
     pub hostname: String,
@@ -51,6 +51,16 @@ pub struct DefenderRecord {
     pub session_ended_at: Option<i64>,
     pub session_interval_ms: Option<i64>,
     pub console_instance: Option<String>,
+    /// `exact`, `polling`, or empty (an older Defender that does not say).
+    pub capture_mode: String,
+    pub capture_detail: String,
+    /// A capture source that is failing (the Defender is partly blind), empty when none.
+    pub capture_error: String,
+    pub capture_poll_interval_ms: i64,
+    pub capture_intercepted: i64,
+    pub capture_timed_out: i64,
+    /// Processes the Defender reaped that no capture source reported.
+    pub capture_missed: i64,
 }
 
 /// Identifies the session row a stream writes its heartbeats to.
@@ -62,7 +72,9 @@ const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.task_arn, d
      d.decommissioned_at, d.queue_depth, d.spool_bytes, d.dropped_events, d.rss_bytes, d.cpu_centipercent, \
      s.started_at AS session_started_at, s.last_heartbeat AS session_last_heartbeat, \
      s.ended_at AS session_ended_at, s.heartbeat_interval_ms AS session_interval_ms, \
-     s.console_instance AS console_instance \
+     s.console_instance AS console_instance, \
+     d.capture_mode, d.capture_detail, d.capture_error, d.capture_poll_interval_ms, \
+     d.capture_intercepted, d.capture_timed_out, d.capture_missed \
      FROM defenders d LEFT JOIN sessions s ON s.id = \
        (SELECT s2.id FROM sessions s2 WHERE s2.defender_id = d.id ORDER BY s2.started_at DESC, s2.id DESC LIMIT 1)";
 

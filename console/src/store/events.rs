@@ -110,6 +110,7 @@ pub fn kind_name(e: &Event) -> &'static str {
         Some(Kind::NetworkConnection(_)) => "network_connection",
         Some(Kind::Audit(_)) => "audit",
         Some(Kind::Notice(_)) => "notice",
+        Some(Kind::DnsQuery(_)) => "dns_query",
         None => "unknown",
     }
 }
@@ -121,6 +122,7 @@ fn event_pid(e: &Event) -> Option<i64> {
         Some(Kind::NetworkListen(n)) => Some(n.pid),
         Some(Kind::NetworkConnection(n)) => Some(n.pid),
         Some(Kind::Audit(a)) => Some(a.pid),
+        Some(Kind::DnsQuery(q)) => Some(q.pid),
         _ => None,
     }
     .filter(|pid| *pid != 0)

@@ -490,6 +490,7 @@ mod tests {
                 local_port: port,
                 pid,
                 closed,
+                ..Default::default()
             })),
             ..Default::default()
         }

@@ -2,6 +2,7 @@
 //! this module so the queries stay portable to PostgreSQL.
 
 pub mod audits;
+pub mod capture;
 mod defenders;
 mod events;
 pub mod forensics;

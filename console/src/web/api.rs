@@ -77,6 +77,30 @@ pub struct DefenderJson {
     /// Runtime audits the Defender reported, and how many of them it prevented.
     pub audits: i64,
     pub audits_prevented: i64,
+    /// How the Defender captures what its application does.
+    pub capture: CaptureJson,
+}
+
+/// A Defender's capture status as the API returns it.
+#[derive(Debug, Serialize)]
+pub struct CaptureJson {
+    /// `exact` (seccomp user notification: every exec, connect, listen and DNS query seen and
+    /// judged before it runs), `polling` (/proc every `poll_interval_ms`), or empty when the
+    /// Defender did not say (older versions).
+    pub mode: String,
+    /// "exact" or "polling (1 s)", as the pages show it.
+    pub summary: String,
+    /// Why this mode (e.g. why exact capture could not be installed).
+    pub detail: String,
+    /// A capture source that is failing (e.g. `/proc` unreadable): the Defender is partly blind.
+    pub error: String,
+    pub poll_interval_ms: i64,
+    /// Syscalls intercepted since the Defender started.
+    pub intercepted: i64,
+    /// Intercepted syscalls let through unjudged because the Defender did not answer in time.
+    pub timed_out: i64,
+    /// Processes the Defender reaped that no capture source reported.
+    pub missed_processes: i64,
 }
 
 impl DefenderJson {
@@ -111,6 +135,16 @@ impl DefenderJson {
             decommissioned: d.decommissioned_at.is_some(),
             audits: 0,
             audits_prevented: 0,
+            capture: CaptureJson {
+                mode: d.capture_mode.clone(),
+                summary: crate::web::render::capture_summary(d),
+                detail: d.capture_detail.clone(),
+                error: d.capture_error.clone(),
+                poll_interval_ms: d.capture_poll_interval_ms,
+                intercepted: d.capture_intercepted,
+                timed_out: d.capture_timed_out,
+                missed_processes: d.capture_missed,
+            },
         }
     }
 

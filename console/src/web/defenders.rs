@@ -51,6 +51,17 @@ fn dropped_badge(d: &DefenderRecord) -> Markup {
     }
 }
 
+/// "exact" / "polling (1 s)", flagged when a capture source is failing (the Defender is blind).
+fn capture_badge(d: &DefenderRecord) -> Markup {
+    let summary = crate::web::render::capture_summary(d);
+    html! {
+        span.capture title=(display(&d.capture_detail)) { (summary) }
+        @if !d.capture_error.is_empty() {
+            " " span.dropped title=(display(&d.capture_error)) { "capture failing" }
+        }
+    }
+}
+
 /// Style of the list's drop warning (constant; under the page's CSP nonce).
 const LIST_CSS: &str = ".dropped { color:var(--err); font-weight:600; white-space:nowrap; }";
 
@@ -62,7 +73,11 @@ fn row(d: &DefenderRecord, now: i64, audits: &CountMap) -> Markup {
             td { (task_definition(d)) }
             td title=(display(&d.cluster)) { (display(arn_tail(&d.cluster))) }
             td { (display(&d.agent_version)) }
-            td { (display(&d.mode)) }
+            td {
+                (display(&d.mode))
+                " · "
+                (capture_badge(d))
+            }
             td {
                 time datetime=(rfc3339(s.last_seen_ms)) title=(rfc3339_secs(s.last_seen_ms)) {
                     (human_duration(now - s.last_seen_ms)) " ago"
@@ -141,7 +156,7 @@ pub async fn list_page(
             thead {
                 tr {
                     th { "Defender" } th { "Task definition" } th { "Cluster" } th { "Version" }
-                    th { "Mode" } th { "Last seen" } th { "Status" } th { "Dropped events" }
+                    th { "Mode · capture" } th { "Last seen" } th { "Status" } th { "Dropped events" }
                     th title="Runtime audits (and how many the Defender prevented)" { "Audits" }
                 }
             }
@@ -250,6 +265,22 @@ pub async fn detail_page(
             dt { "Launch type" } dd { (display(&d.launch_type)) }
             dt { "Agent version" } dd { (display(&d.agent_version)) }
             dt { "Mode" } dd { (display(&d.mode)) }
+            dt { "Capture" } dd #capture {
+                (capture_badge(&d))
+                @if !d.capture_detail.is_empty() { " — " (display(&d.capture_detail)) }
+                @if d.capture_mode == "exact" || d.capture_intercepted > 0 {
+                    br; span.muted {
+                        (thousands(d.capture_intercepted)) " syscalls intercepted"
+                        @if d.capture_timed_out > 0 { ", " (thousands(d.capture_timed_out)) " let through unjudged (Defender too slow)" }
+                    }
+                }
+                @if d.capture_missed > 0 {
+                    br; span.dropped { (thousands(d.capture_missed)) " processes ran and ended unseen" }
+                }
+                @if !d.capture_error.is_empty() {
+                    br; span.dropped { "Capture error: " (display(&d.capture_error)) }
+                }
+            }
             dt { "Enrolled" } dd { (rfc3339_secs(d.enrolled_at)) }
             dt { "Last seen" } dd { (rfc3339_secs(s.last_seen_ms)) " (" (human_duration(now - s.last_seen_ms)) " ago)" }
             @if let Some(since) = s.connected_since_ms {

@@ -205,7 +205,17 @@ pub fn exit_status(x: &ProcessExit) -> String {
 pub fn event_summary(e: &Event) -> String {
     match &e.kind {
         Some(Kind::ProcessStart(p)) => {
-            let mut s = format!("{} — {}", display_bytes(&p.exe), argv_line(&p.argv));
+            let mut s = String::new();
+            if p.blocked {
+                s.push_str("[blocked before exec] ");
+            } else if p.forked {
+                s.push_str("[fork] ");
+            }
+            s.push_str(&format!(
+                "{} — {}",
+                display_bytes(&p.exe),
+                argv_line(&p.argv)
+            ));
             if p.argv_truncated {
                 s.push_str(" [argv truncated]");
             }
@@ -214,19 +224,38 @@ pub fn event_summary(e: &Event) -> String {
             } else {
                 s.push_str(&format!(" (uid {})", p.uid));
             }
+            if p.euid != p.uid {
+                s.push_str(&format!(" (effective uid {})", p.euid));
+            }
             s
         }
-        Some(Kind::ProcessExit(x)) => exit_status(x),
-        Some(Kind::NetworkListen(n)) => format!(
-            "{} {} {}",
-            if n.closed {
-                "stopped listening"
-            } else {
-                "listening"
-            },
-            protocol(n.protocol),
-            socket(&n.local_addr, n.local_port)
+        Some(Kind::DnsQuery(q)) => format!(
+            "{}DNS query {} ({}) to {}",
+            if q.blocked { "[blocked] " } else { "" },
+            display(&q.name),
+            qtype_name(q.qtype),
+            socket(&q.server_addr, q.server_port)
         ),
+        Some(Kind::ProcessExit(x)) => exit_status(x),
+        Some(Kind::NetworkListen(n)) => {
+            let mut s = format!(
+                "{} {} {}",
+                if n.blocked {
+                    "[blocked] listen on"
+                } else if n.closed {
+                    "stopped listening"
+                } else {
+                    "listening"
+                },
+                protocol(n.protocol),
+                socket(&n.local_addr, n.local_port)
+            );
+            if n.pids.len() > 1 {
+                let pids: Vec<String> = n.pids.iter().take(16).map(u32::to_string).collect();
+                s.push_str(&format!(" (shared by pids {})", pids.join(", ")));
+            }
+            s
+        }
         Some(Kind::NetworkConnection(c)) => {
             let local = socket(&c.local_addr, c.local_port);
             let remote = socket(&c.remote_addr, c.remote_port);
@@ -239,7 +268,9 @@ pub fn event_summary(e: &Event) -> String {
                 }
                 _ => format!("{} {local} ↔ {remote}", protocol(c.protocol)),
             };
-            if c.closed {
+            if c.blocked {
+                format!("[blocked before connect] {line}")
+            } else if c.closed {
                 format!("{line} (closed)")
             } else {
                 line
@@ -266,6 +297,41 @@ pub fn event_summary(e: &Event) -> String {
             s
         }
         None => "unknown event".to_owned(),
+    }
+}
+
+/// "exact", "polling (1 s)", or "unknown" (a Defender that does not report its capture mode).
+pub fn capture_summary(d: &crate::store::DefenderRecord) -> String {
+    match d.capture_mode.as_str() {
+        "exact" => "exact".to_owned(),
+        "polling" => {
+            let ms = d.capture_poll_interval_ms;
+            if ms > 0 && ms % 1000 == 0 {
+                format!("polling ({} s)", ms / 1000)
+            } else if ms > 0 {
+                format!("polling ({ms} ms)")
+            } else {
+                "polling".to_owned()
+            }
+        }
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// The usual name of a DNS query type (RFC 1035 and successors), or its number.
+pub fn qtype_name(qtype: u32) -> String {
+    match qtype {
+        1 => "A".into(),
+        2 => "NS".into(),
+        5 => "CNAME".into(),
+        6 => "SOA".into(),
+        12 => "PTR".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        65 => "HTTPS".into(),
+        n => format!("TYPE{n}"),
     }
 }
 
@@ -317,6 +383,11 @@ pub fn event_detail(e: &Event) -> serde_json::Value {
             put_bytes(&mut obj, "cwd", &p.cwd);
             obj.insert("start_time".into(), rfc3339(p.start_time_ms).into());
             obj.insert("exe_sha256".into(), p.exe_sha256.clone().into());
+            obj.insert("euid".into(), p.euid.into());
+            put_bytes(&mut obj, "exec_path", &p.exec_path);
+            obj.insert("forked".into(), p.forked.into());
+            obj.insert("intercepted".into(), p.intercepted.into());
+            obj.insert("blocked".into(), p.blocked.into());
             serde_json::Value::Object(obj)
         }
         Some(Kind::ProcessExit(x)) => json!({
@@ -326,6 +397,7 @@ pub fn event_detail(e: &Event) -> serde_json::Value {
         Some(Kind::NetworkListen(n)) => json!({
             "protocol": protocol(n.protocol), "local_addr": n.local_addr,
             "local_port": n.local_port, "pid": n.pid, "closed": n.closed,
+            "pids": n.pids, "blocked": n.blocked,
         }),
         Some(Kind::NetworkConnection(c)) => json!({
             "protocol": protocol(c.protocol),
@@ -336,7 +408,11 @@ pub fn event_detail(e: &Event) -> serde_json::Value {
             },
             "local_addr": c.local_addr, "local_port": c.local_port,
             "remote_addr": c.remote_addr, "remote_port": c.remote_port,
-            "pid": c.pid, "closed": c.closed,
+            "pid": c.pid, "closed": c.closed, "blocked": c.blocked,
+        }),
+        Some(Kind::DnsQuery(q)) => json!({
+            "pid": q.pid, "name": q.name, "qtype": q.qtype, "qtype_name": qtype_name(q.qtype),
+            "server_addr": q.server_addr, "server_port": q.server_port, "blocked": q.blocked,
         }),
         Some(Kind::Audit(a)) => json!({
             "rule": a.rule,

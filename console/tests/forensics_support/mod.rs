@@ -53,6 +53,8 @@ pub fn listen(pid: u32, proto: Protocol, addr: &str, port: u32, closed: bool) ->
         local_port: port,
         pid,
         closed,
+        pids: vec![pid],
+        blocked: false,
     })
 }
 
@@ -70,6 +72,7 @@ pub fn connection(pid: u32, dir: Direction, remote: &str, port: u32, closed: boo
         remote_port: port,
         pid,
         closed,
+        blocked: false,
     })
 }
 

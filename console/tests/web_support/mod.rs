@@ -139,6 +139,7 @@ impl Web {
             agent_version: "9.8.7-test".into(),
             mode: Mode::Standalone as i32,
             last_acked_seq: 0,
+            capture: None,
         };
         let session = store
             .start_session(id, &hello, "standalone", "web-test-console", INTERVAL_MS)

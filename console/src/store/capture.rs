@@ -1,0 +1,53 @@
+//! The capture status each Defender reports in Hello and heartbeats (exact or polling, why,
+//! intercepted / timed-out / missed counts, and the error of a failing source), kept on its
+//! `defenders` row. Written only when it changed, so heartbeats stay one statement otherwise.
+
+use defender_proto::v1::{CaptureMode, CaptureStatus};
+
+use super::{Store, StoreError};
+
+/// Longest capture detail or error text kept (they come from the network).
+const MAX_TEXT: usize = 1024;
+
+/// `exact`, `polling`, or empty when the Defender did not say (older Defenders).
+pub fn mode_name(status: &CaptureStatus) -> &'static str {
+    match CaptureMode::try_from(status.mode) {
+        Ok(CaptureMode::Exact) => "exact",
+        Ok(CaptureMode::Polling) => "polling",
+        _ => "",
+    }
+}
+
+fn bounded(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Store {
+    /// Records the Defender's capture status.
+    pub async fn set_capture(&self, id: &str, status: &CaptureStatus) -> Result<(), StoreError> {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE defenders SET capture_mode = ?, capture_detail = ?, capture_error = ?, \
+             capture_poll_interval_ms = ?, capture_intercepted = ?, capture_timed_out = ?, \
+             capture_missed = ? WHERE id = ?",
+        )
+        .bind(mode_name(status))
+        .bind(bounded(&status.detail))
+        .bind(bounded(&status.error))
+        .bind(i64::from(status.poll_interval_ms))
+        .bind(clamp(status.intercepted))
+        .bind(clamp(status.timed_out))
+        .bind(clamp(status.missed_processes))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
