@@ -174,6 +174,18 @@ wait_for "web's processes and connections" 90 web_events
 wait_for "api's processes and connections" 90 api_events
 log "events arrived after $((SECONDS - t_up))s"
 
+# Exact capture in the embedded-mode task (seccomp user notification in the app container),
+# polling in the sidecar-mode one (its sidecar cannot install a filter in other containers).
+capture_modes() {
+    local d
+    d="$(get defenders)" || return 1
+    why="$(jq -c '[.[] | {family, capture: .capture.summary, detail: .capture.detail}]' <<<"$d")"
+    [ "$(jq -r '.[] | select(.family == "web") | .capture.mode' <<<"$d")" = exact ] &&
+        [ "$(jq -r '.[] | select(.family == "api") | .capture.mode' <<<"$d")" = polling ]
+}
+wait_for "web: exact capture, api: polling" 60 capture_modes
+log "capture: $why"
+
 # ---- Console outage -----------------------------------------------------------------------
 max_seq() { get "defenders/$1/events?limit=1" | jq '.[0].seq // 0'; }
 before_web="$(max_seq "$web_id")"

@@ -547,3 +547,67 @@ fn verdict_becomes_a_runtime_audit() {
     assert_eq!(audit.message, v[0].message);
     assert_eq!(Check::DeniedProcess.setting(), "processes.denied");
 }
+
+fn dns(name: &str, pid: u32) -> Event {
+    event(Kind::DnsQuery(defender_proto::v1::DnsQuery {
+        pid,
+        name: name.into(),
+        qtype: 1,
+        server_addr: "127.0.0.11".into(),
+        server_port: 53,
+        blocked: false,
+    }))
+}
+
+#[test]
+fn dns_denied_and_allowed_domains() {
+    let p =
+        rule(json!({"dns": {"effect": "prevent", "denied": ["*.XMR.example", "pastebin.com"]}}));
+    // Case-insensitive, trailing dot ignored; `*.` matches below the domain, not the domain.
+    for (name, hit) in [
+        ("pool.xmr.example", true),
+        ("a.b.xmr.example.", true),
+        ("xmr.example", false),
+        ("PASTEBIN.com", true),
+        ("pastebin.com.evil", false),
+        ("example.org", false),
+    ] {
+        let v = eval(&p, &dns(name, 42));
+        assert_eq!(v.len(), usize::from(hit), "{name}: {v:?}");
+        if hit {
+            assert_eq!(v[0].check, Check::DeniedDomain);
+            assert_eq!(v[0].effect, Effect::Prevent);
+            // A query is refused, never a process killed.
+            assert_eq!(v[0].kill_pid, None, "{name}");
+            assert!(
+                v[0].message
+                    .contains(&name.trim_end_matches('.').to_lowercase())
+            );
+        }
+    }
+    let allow = rule(json!({"dns": {"effect": "alert", "allowed": ["*.amazonaws.com"]}}));
+    assert!(eval(&allow, &dns("sqs.eu-west-1.amazonaws.com", 1)).is_empty());
+    let v = eval(&allow, &dns("evil.example", 1));
+    assert_eq!(
+        summary(&v),
+        vec![(Check::DomainNotAllowed, Effect::Alert, None)]
+    );
+    let off = rule(json!({"dns": {"denied": ["*"]}}));
+    assert!(
+        eval(&off, &dns("anything.example", 1)).is_empty(),
+        "effect disable"
+    );
+}
+
+#[test]
+fn dns_lists_are_validated() {
+    let both = RuntimePolicy::parse(
+        r#"{"rules": [{"name": "r", "dns": {"effect": "alert", "allowed": ["a.example"], "denied": ["A.example"]}}]}"#,
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err();
+    assert_eq!(both[0].path, "rules[0].dns.denied[0]");
+    let unknown = RuntimePolicy::parse(r#"{"rules": [{"name": "r", "dns": {"deny": []}}]}"#);
+    assert!(unknown.is_err(), "unknown keys are refused");
+}

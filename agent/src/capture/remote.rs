@@ -43,10 +43,11 @@ pub fn read_bytes(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
         return Ok(buf);
     }
     let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ENOSYS) {
+    if matches!(err.raw_os_error(), Some(libc::EFAULT | libc::ESRCH)) {
         return Err(err);
     }
-    // Kernels without process_vm_readv: /proc/<pid>/mem (same access check).
+    // Without process_vm_readv (old kernels, or a container seccomp profile that refuses it
+    // without CAP_SYS_PTRACE): /proc/<pid>/mem, same access check in the kernel.
     let file = File::open(format!("/proc/{pid}/mem"))?;
     let n = file.read_at(&mut buf, addr)?;
     buf.truncate(n);
