@@ -63,6 +63,8 @@ pub struct WebState {
     pub sans: Arc<[String]>,
     /// The runtime policy in force; saving a version publishes it to every Defender stream.
     pub policy: crate::policy_feed::PolicyFeed,
+    /// Live streams (closed on decommission), login rate limits, retention figures.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 impl WebState {
