@@ -35,10 +35,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create an enrollment token and print the install bundle (base64) on stdout.
     Bundle(BundleArgs),
-    /// Manage API tokens.
+    /// Manage tokens: API tokens (for scripts) and enrollment tokens (in install bundles).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage Defenders.
+    Defender {
+        #[command(subcommand)]
+        command: DefenderCommand,
     },
     /// AWS Fargate: protect ECS task definitions with the Defender.
     Fargate {
@@ -62,7 +67,60 @@ pub enum FargateCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print a new API token for `Authorization: Bearer`.
-    Create(DataDirArgs),
+    Create(TokenCreateArgs),
+    /// List enrollment and API tokens (id, name, created, expiry, last use, state); never the
+    /// tokens themselves, which only exist as hashes.
+    List(TokenListArgs),
+    /// Revoke tokens, by id (`enroll-3`, `api-5`, as `token list` shows) or by the token itself.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `token create` options.
+#[derive(Debug, Args, Clone)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Name of the token, shown in `token list` and Manage > Tokens.
+    #[arg(long, default_value = "cli")]
+    pub name: String,
+}
+
+/// `token list` options.
+#[derive(Debug, Args, Clone)]
+pub struct TokenListArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Print JSON (as `GET /api/v1/tokens`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `token revoke` options.
+#[derive(Debug, Args, Clone)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Token ids (`enroll-3`, `api-5`) or tokens (`dfe_…`, `dfa_…`).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+}
+
+/// Defender subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DefenderCommand {
+    /// Decommission Defenders: refused from now on (a running Console closes their streams
+    /// within seconds), they can never reconnect, renew or enroll their keys again.
+    Decommission(DecommissionArgs),
+}
+
+/// `defender decommission` options.
+#[derive(Debug, Args, Clone)]
+pub struct DecommissionArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Defender ids (as Manage > Defenders and `GET /api/v1/defenders` show them).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
 }
 
 /// Where the Console keeps its state.
@@ -96,6 +154,14 @@ pub struct ServeArgs {
     /// Lifetime of the client certificates issued to Defenders.
     #[arg(long, env = "CONSOLE_CLIENT_CERT_VALIDITY", default_value = "7d", value_parser = parse_duration)]
     pub client_cert_validity: Duration,
+    /// Events received longer ago than this are deleted (in small batches that never hold
+    /// up ingest).
+    #[arg(long, env = "CONSOLE_EVENT_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub event_retention: Duration,
+    /// Decommissioned Defenders, and Defenders disconnected for longer than this, are deleted
+    /// with their sessions and events. Keep it above --client-cert-validity.
+    #[arg(long, env = "CONSOLE_DEFENDER_PURGE_AFTER", default_value = "30d", value_parser = parse_duration)]
+    pub defender_purge_after: Duration,
     /// Password of the `admin` account on first start (otherwise one is generated and printed once).
     #[arg(long, env = "CONSOLE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -129,8 +195,9 @@ pub struct BundleArgs {
     /// `host:port` Defenders use to reach the gRPC listener; host must be a SAN of the server certificate.
     #[arg(long, env = "CONSOLE_ADDR")]
     pub console_addr: String,
-    /// Token lifetime (e.g. `30d`); default never expires.
-    #[arg(long, value_parser = parse_duration)]
+    /// Lifetime of the enrollment token (e.g. `30d`, `12h`); default 90 days. Running
+    /// Defenders renew their certificates themselves: the token only matters for enrolling.
+    #[arg(long, visible_alias = "ttl", value_parser = parse_duration)]
     pub expires_in: Option<Duration>,
     /// Free text stored with the token.
     #[arg(long, default_value = "")]

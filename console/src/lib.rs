@@ -1,6 +1,7 @@
 //! The Console: enrolls Defenders, holds their gRPC streams, stores what they report in SQLite,
 //! and shows it in a web UI and REST API.
 
+pub mod admin;
 pub mod bundle;
 pub mod cli;
 pub mod fargate;

@@ -197,6 +197,18 @@ impl Store {
         .await?)
     }
 
+    /// The row id of a token given in clear, whatever its state (no side effects).
+    pub async fn token_id(&self, kind: TokenKind, token: &str) -> Result<Option<i64>, StoreError> {
+        let sql = match kind {
+            TokenKind::Enrollment => "SELECT id FROM enrollment_tokens WHERE token_hash = ?",
+            TokenKind::Api => "SELECT id FROM api_tokens WHERE token_hash = ?",
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(crate::secrets::token_hash(token))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// One token by kind and id.
     pub async fn get_token(
         &self,
