@@ -84,7 +84,11 @@ impl Link {
     pub fn spawn(cfg: LinkConfig) -> Self {
         let (tx, state) = watch::channel(LinkState::Starting);
         let (ids, identity) = watch::channel(None);
-        let renewer = tokio::spawn(renew_loop(cfg.clone(), ids.clone()));
+        let renewer = tokio::spawn(renew_loop(
+            cfg.bundle.clone(),
+            cfg.data_dir.join("identity"),
+            ids.clone(),
+        ));
         let task = tokio::spawn(run(cfg, tx, ids));
         Self {
             state,
@@ -118,6 +122,8 @@ enum StreamEnd {
     IdentityRejected(String),
     /// This Defender was decommissioned.
     Decommissioned(String),
+    /// Another stream with this identity took over (the Console keeps the newest).
+    Superseded(String),
 }
 
 async fn run(
@@ -158,8 +164,14 @@ async fn run(
                 StreamEnd::Lost(format!("enrollment failed: {e}{hint}"))
             }
         };
+        // Two holders of one identity would take the stream from each other forever: after
+        // being superseded the delay keeps growing instead of starting over.
+        let superseded = matches!(end, StreamEnd::Superseded(_));
         let reason = match end {
             StreamEnd::Lost(r) => r,
+            StreamEnd::Superseded(r) => {
+                format!("{r}: another process uses this Defender's identity")
+            }
             StreamEnd::IdentityRejected(r) => {
                 identity::forget(&id_dir);
                 ids.send_replace(None);
@@ -167,7 +179,7 @@ async fn run(
             }
             StreamEnd::Decommissioned(r) => format!("the Console refuses this Defender: {r}"),
         };
-        if matches!(*state.borrow(), LinkState::Connected { .. }) {
+        if matches!(*state.borrow(), LinkState::Connected { .. }) && !superseded {
             delay = cfg.backoff.initial;
         }
         let wait = jitter(delay);
@@ -186,8 +198,7 @@ async fn run(
 /// atomically and publishes it; the open stream is left alone, the next one uses the new
 /// certificate. Failures are retried after a twentieth of the remaining life (1 s to 60 s);
 /// a certificate that expires anyway leads to a new enrollment by [`run`].
-async fn renew_loop(cfg: LinkConfig, ids: watch::Sender<Option<Identity>>) {
-    let id_dir = cfg.data_dir.join("identity");
+async fn renew_loop(bundle: InstallBundle, id_dir: PathBuf, ids: watch::Sender<Option<Identity>>) {
     let mut changes = ids.subscribe();
     let mut retry_at: Option<i64> = None;
     loop {
@@ -210,7 +221,7 @@ async fn renew_loop(cfg: LinkConfig, ids: watch::Sender<Option<Identity>>) {
                 continue;
             }
         }
-        match identity::renew(&id_dir, &cfg.bundle, &current).await {
+        match identity::renew(&id_dir, &bundle, &current).await {
             Ok(renewed) => {
                 tracing::info!(
                     defender_id = %renewed.defender_id,
@@ -432,6 +443,7 @@ fn classify(s: &tonic::Status) -> StreamEnd {
     match s.code() {
         tonic::Code::Unauthenticated => StreamEnd::IdentityRejected(describe_status(s)),
         tonic::Code::PermissionDenied => StreamEnd::Decommissioned(s.message().to_owned()),
+        tonic::Code::Aborted => StreamEnd::Superseded(s.message().to_owned()),
         _ => StreamEnd::Lost(describe_status(s)),
     }
 }
