@@ -279,3 +279,80 @@ fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle() -> InstallBundle {
+        InstallBundle {
+            console_addr: "127.0.0.1:1".into(),
+            ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n".into(),
+            token: "dfe_t".into(),
+        }
+    }
+
+    fn identity(issued: i64, not_after: i64) -> Identity {
+        Identity {
+            defender_id: "d-1".into(),
+            cert_pem: "CERT".into(),
+            key_pem: "KEY".into(),
+            not_after_ms: not_after,
+            issued_at_ms: issued,
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_at_two_thirds_of_the_life() {
+        let id = identity(1_000, 7_000);
+        assert_eq!(id.renew_at_ms(), 5_000);
+        // Usable until a tenth of the life (or a minute) before expiry.
+        assert!(id.usable_at(6_300));
+        assert!(!id.usable_at(6_500));
+    }
+
+    #[test]
+    fn saved_identity_is_one_private_file_and_loads_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::unix_ms();
+        let id = identity(now, now + 3_600_000);
+        save(dir.path(), &bundle(), &id).unwrap();
+        let file = dir.path().join("identity.json");
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!dir.path().join("key.pem").exists());
+        let back = load(dir.path(), &bundle(), now).unwrap();
+        assert_eq!(
+            (back.key_pem.as_str(), back.cert_pem.as_str()),
+            ("KEY", "CERT")
+        );
+        assert_eq!(back.issued_at_ms, now);
+        // Another Console's bundle: not this identity.
+        let mut other = bundle();
+        other.console_addr = "127.0.0.1:2".into();
+        assert!(load(dir.path(), &other, now).is_none());
+    }
+
+    #[test]
+    fn identities_stored_by_older_versions_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::unix_ms();
+        fs::write(dir.path().join("key.pem"), "OLDKEY").unwrap();
+        fs::write(dir.path().join("cert.pem"), "OLDCERT").unwrap();
+        let b = bundle();
+        let meta = serde_json::json!({
+            "defender_id": "d-old", "console_addr": b.console_addr, "ca_pem": b.ca_pem,
+            "not_after_ms": now + 3_600_000,
+        });
+        fs::write(dir.path().join("identity.json"), meta.to_string()).unwrap();
+        let id = load(dir.path(), &b, now).unwrap();
+        assert_eq!(
+            (id.defender_id.as_str(), id.key_pem.as_str()),
+            ("d-old", "OLDKEY")
+        );
+        assert!(id.renew_at_ms() > now);
+    }
+}

@@ -43,6 +43,12 @@ pub struct Outcome {
     pub not_found: Vec<String>,
 }
 
+/// The ids without repeats, in their first order.
+fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    ids.filter(|id| seen.insert(id.clone())).collect()
+}
+
 /// Decommissions every id (see [`crate::lifecycle::Lifecycle::decommission`]).
 async fn decommission_all(state: &WebState, ids: &[String]) -> Result<Outcome, StoreError> {
     let mut out = Outcome::default();
@@ -158,13 +164,13 @@ pub async fn submit(
     body: Bytes,
 ) -> Response {
     let pairs = query_pairs(&String::from_utf8_lossy(&body));
-    let mut ids: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "id")
-        .map(|(_, v)| v.clone())
-        .filter(|v| !v.is_empty())
-        .collect();
-    ids.dedup();
+    let ids = unique(
+        pairs
+            .iter()
+            .filter(|(k, _)| k == "id")
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty()),
+    );
     let confirmed = pairs.iter().any(|(k, v)| k == "confirm" && v == "yes");
     let page = |status: StatusCode, title: &str, body: Markup| {
         (
@@ -296,7 +302,7 @@ pub async fn api_bulk(
             &format!("ids must hold between 1 and {MAX_IDS} Defender ids"),
         );
     }
-    match decommission_all(&state, &req.ids).await {
+    match decommission_all(&state, &unique(req.ids.into_iter())).await {
         Ok(out) => {
             tracing::info!(
                 ?caller,
