@@ -39,14 +39,29 @@ struct Entry {
     close: oneshot::Sender<Status>,
 }
 
+/// Stripes of the "opening" locks: streams of different Defenders rarely wait for each other.
+const OPENING_STRIPES: usize = 64;
+
 /// Live streams by Defender id.
-#[derive(Default)]
 pub struct StreamRegistry {
     streams: Mutex<HashMap<String, Entry>>,
     next: AtomicU64,
-    /// Serialises "register and open the session" of new streams, so the stream the registry
-    /// keeps is also the one whose session is newest in the database.
-    pub(super) opening: tokio::sync::Mutex<()>,
+    /// Serialise "register and open the session" of new streams of one Defender (striped by
+    /// id), so the stream the registry keeps is also the one whose session is newest in the
+    /// database.
+    opening: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for StreamRegistry {
+    fn default() -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            opening: (0..OPENING_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
 }
 
 /// Held by a stream while it runs; unregisters it when dropped (unless a newer one replaced it).
@@ -78,6 +93,16 @@ impl StreamRegistry {
             stream,
         };
         (guard, rx)
+    }
+
+    /// Held while a new stream of `defender_id` registers and opens its session.
+    pub(super) async fn opening(&self, defender_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        defender_id.hash(&mut h);
+        self.opening[(h.finish() as usize) % OPENING_STRIPES]
+            .lock()
+            .await
     }
 
     /// Closes the live stream of `defender_id` with `status`; returns whether there was one.

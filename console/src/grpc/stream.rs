@@ -77,7 +77,7 @@ impl DefenderService for DefenderApi {
         // on other replicas (start_session ends every older open session in the database).
         let streams = state.lifecycle.streams.clone();
         let (guard, closed, session) = {
-            let _opening = streams.opening.lock().await;
+            let _opening = streams.opening(&id).await;
             let (guard, closed) = streams.register(&id);
             let session = state
                 .store
