@@ -108,8 +108,8 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Runs retention until `stop` turns true: every `retention_interval`, delete events older
-/// than `event_retention` and Defenders decommissioned or unseen for `defender_purge_after`,
+/// Runs retention until `stop` turns true: every `retention_interval`, delete events (and
+/// ended sessions other than each Defender's newest) older than `event_retention`, and Defenders decommissioned or unseen for `defender_purge_after`,
 /// `retention_batch` rows per transaction with a pause between transactions, so the event
 /// writer's transactions interleave and ingest never waits behind a purge.
 pub async fn run_retention(
@@ -128,6 +128,17 @@ pub async fn run_retention(
                     .purge_events_before(cutoff, cfg.retention_batch)
                     .await?;
                 stats.events_purged.fetch_add(n, Ordering::Relaxed);
+                if n == 0 || *stop.borrow() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Old stream records of Defenders that stay: history, like events.
+            loop {
+                let n = store
+                    .purge_sessions_before(cutoff, cfg.retention_batch)
+                    .await?;
+                stats.sessions_purged.fetch_add(n, Ordering::Relaxed);
                 if n == 0 || *stop.borrow() {
                     break;
                 }

@@ -1205,6 +1205,29 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
     );
     let max_before = count(&console, "SELECT MAX(rowid) FROM events").await;
 
+    // Earlier streams of the live Defender: old session records, purged as history (the
+    // live one is newest and stays).
+    let mut older = Vec::new();
+    for _ in 0..3 {
+        older.push(open_stream(&bundle, &live).await);
+    }
+    drop((tx, inbound));
+    let (tx, mut inbound) = open_stream(&bundle, &live).await;
+    for (_t, mut i) in older {
+        assert_eq!(end_status(&mut i, WAIT).await.code(), tonic::Code::Aborted);
+    }
+    assert!(
+        count(
+            &console,
+            &format!(
+                "SELECT COUNT(*) FROM sessions WHERE defender_id = '{}'",
+                live.defender_id
+            )
+        )
+        .await
+            >= 5
+    );
+
     // A retired Defender (decommissioned) with events of its own.
     let old_dir = tempfile::tempdir().unwrap();
     let retired = identity::enroll(
@@ -1232,6 +1255,7 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
     let deadline = Instant::now() + WAIT;
     loop {
         seq += 1;
+        tx.send(heartbeat()).await.unwrap();
         send_and_ack(&tx, &mut inbound, vec![exit_event(seq)]).await;
         let old_left = count(
             &console,
@@ -1310,6 +1334,18 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // Only the live stream's session is left of the live Defender's.
+    assert_eq!(
+        count(
+            &console,
+            &format!(
+                "SELECT COUNT(*) FROM sessions WHERE defender_id = '{}'",
+                live.defender_id
+            )
+        )
+        .await,
+        1
+    );
     // The live Defender is still there; the figures are on /metrics.
     assert!(
         console

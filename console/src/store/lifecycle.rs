@@ -276,8 +276,29 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Deletes up to `batch` ended sessions that ended before `cutoff_ms` and are not their
+    /// Defender's newest (the newest one decides the status). Returns how many.
+    pub async fn purge_sessions_before(
+        &self,
+        cutoff_ms: i64,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s \
+             WHERE s.ended_at IS NOT NULL AND s.ended_at < ? AND EXISTS \
+               (SELECT 1 FROM sessions s2 WHERE s2.defender_id = s.defender_id AND s2.id > s.id) \
+             LIMIT ?)",
+        )
+        .bind(cutoff_ms)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Deletes up to `batch` Defenders decommissioned before `cutoff_ms` or last seen before
-    /// it (no open session, last heartbeat / stream end / enrollment older), with their
+    /// it (no stream end or heartbeat since — a session left open by a crashed Console counts
+    /// by its last heartbeat — and enrolled before), with their
     /// sessions, keys and events (at most `events_batch` events per Defender per call: a
     /// Defender with more is finished on a later call). The Defender holding the newest
     /// event is left for later (see the module docs).
@@ -291,7 +312,7 @@ impl Store {
             "SELECT d.id FROM defenders d WHERE \
                (d.decommissioned_at IS NOT NULL AND d.decommissioned_at < ?1) \
                OR (NOT EXISTS (SELECT 1 FROM sessions s WHERE s.defender_id = d.id \
-                               AND (s.ended_at IS NULL OR s.ended_at >= ?1 OR s.last_heartbeat >= ?1)) \
+                               AND (s.ended_at >= ?1 OR s.last_heartbeat >= ?1)) \
                    AND d.enrolled_at < ?1) \
              LIMIT ?2",
         )
