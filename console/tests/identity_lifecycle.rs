@@ -1380,3 +1380,81 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
         2.0
     );
 }
+
+// ---- replicas sharing one database ---------------------------------------------------------
+
+#[tokio::test]
+async fn replicas_sharing_a_database_keep_one_stream_per_identity() {
+    let data = tempfile::tempdir().unwrap();
+    let hb = Duration::from_millis(200);
+    let a = start(
+        data.path(),
+        hb,
+        Duration::from_secs(3600),
+        LifecycleConfig::default(),
+    )
+    .await;
+    let b = start(
+        data.path(),
+        hb,
+        Duration::from_secs(3600),
+        LifecycleConfig::default(),
+    )
+    .await;
+    let token = api_token(&a).await;
+    let bundle_a = InstallBundle::decode(&bundle_b64(data.path(), &a).await).unwrap();
+    let mut bundle_b = bundle_a.clone();
+    bundle_b.console_addr = format!("127.0.0.1:{}", b.grpc_addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity::enroll(
+        dir.path(),
+        &bundle_a,
+        metadata("replicated"),
+        Mode::Standalone,
+    )
+    .await
+    .unwrap();
+
+    // A stream on replica A, then one on replica B: A's finds out at its next heartbeat.
+    let (tx_a, mut in_a) = open_stream(&bundle_a, &id).await;
+    let (tx_b, mut in_b) = open_stream(&bundle_b, &id).await;
+    tx_a.send(heartbeat()).await.unwrap();
+    let s = end_status(&mut in_a, Duration::from_secs(5)).await;
+    assert_eq!(s.code(), tonic::Code::Aborted);
+    assert_eq!(s.message(), "superseded by a newer stream");
+    // Both replicas show the live stream on B as connected (it heartbeats every 100 ms).
+    let beating = tokio::spawn(async move {
+        while tx_b.send(heartbeat()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for console in [&a, &b] {
+        let row = eventually("connected on both replicas", WAIT, || async {
+            let list = defenders(console, &token, "").await;
+            find(&list, &id.defender_id)
+                .filter(|d| d["connected"] == true)
+                .cloned()
+        })
+        .await;
+        assert!(
+            row["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("Connected for ")
+        );
+    }
+
+    // Decommissioned through replica A: B closes its stream by itself.
+    let (status, _) = api_post(
+        &a,
+        &token,
+        &format!("/api/v1/defenders/{}/decommission", id.defender_id),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let s = end_status(&mut in_b, Duration::from_secs(5)).await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied);
+    beating.abort();
+    drop(tx_a);
+}
