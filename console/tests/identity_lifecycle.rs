@@ -1228,6 +1228,12 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
             >= 5
     );
 
+    // A Defender that enrolled and went away (never decommissioned).
+    let gone_dir = tempfile::tempdir().unwrap();
+    let gone = identity::enroll(gone_dir.path(), &bundle, metadata("gone"), Mode::Standalone)
+        .await
+        .unwrap();
+
     // A retired Defender (decommissioned) with events of its own.
     let old_dir = tempfile::tempdir().unwrap();
     let retired = identity::enroll(
@@ -1270,7 +1276,13 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
             .get_defender(&retired.defender_id)
             .await
             .unwrap()
-            .is_none();
+            .is_none()
+            && console
+                .store
+                .get_defender(&gone.defender_id)
+                .await
+                .unwrap()
+                .is_none();
         if old_left == 0 && retired_gone {
             break;
         }
@@ -1334,6 +1346,13 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // The long-disconnected one is unknown now: its certificate gets UNAUTHENTICATED, which
+    // tells a Defender to enroll again.
+    let mut c = client(&bundle, &gone).await;
+    let (gtx, grx) = mpsc::channel(1);
+    gtx.send(hello()).await.unwrap();
+    let err = c.connect(ReceiverStream::new(grx)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
     // Only the live stream's session is left of the live Defender's.
     assert_eq!(
         count(
@@ -1369,7 +1388,7 @@ async fn retention_deletes_old_events_and_retired_defenders_in_batches_while_ing
             "defender_console_retention_purged_total{kind=\"defenders\"} "
         )
         .await
-            >= 1.0
+            >= 2.0
     );
     assert_eq!(
         metric(
