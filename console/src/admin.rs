@@ -65,10 +65,10 @@ pub async fn token(command: TokenCommand) -> Result<(), AdminError> {
                     false
                 };
                 // A token given in clear is never echoed.
-                let shown = if parse_handle(id).is_some() {
-                    id.as_str()
-                } else {
+                let shown = if id.starts_with("dfe_") || id.starts_with("dfa_") {
                     "the given token"
+                } else {
+                    id.as_str()
                 };
                 if revoked {
                     println!("revoked {shown}");

@@ -162,6 +162,14 @@ pub struct ServeArgs {
     /// with their sessions and events. Keep it above --client-cert-validity.
     #[arg(long, env = "CONSOLE_DEFENDER_PURGE_AFTER", default_value = "30d", value_parser = parse_duration)]
     pub defender_purge_after: Duration,
+    /// Enrollments allowed with one token: `BURST:PER_SECOND` (a burst at once, then so many a
+    /// second). Over it, enrollment answers RESOURCE_EXHAUSTED and Defenders retry with backoff.
+    #[arg(long, env = "CONSOLE_ENROLL_LIMIT_PER_TOKEN", default_value = "100:5", value_parser = parse_rate)]
+    pub enroll_limit_per_token: crate::ratelimit::Rate,
+    /// Enrollment attempts allowed from one source address, `BURST:PER_SECOND` (tasks behind
+    /// one NAT gateway share an address).
+    #[arg(long, env = "CONSOLE_ENROLL_LIMIT_PER_SOURCE", default_value = "200:10", value_parser = parse_rate)]
+    pub enroll_limit_per_source: crate::ratelimit::Rate,
     /// Password of the `admin` account on first start (otherwise one is generated and printed once).
     #[arg(long, env = "CONSOLE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -303,9 +311,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Parses a rate limit `BURST:PER_SECOND` (e.g. `100:5`; the rate may be fractional, `10:0.1`).
+pub fn parse_rate(s: &str) -> Result<crate::ratelimit::Rate, String> {
+    let bad = || format!("invalid rate limit {s:?}: expected BURST:PER_SECOND, e.g. 100:5");
+    let (burst, rate) = s.trim().split_once(':').ok_or_else(bad)?;
+    let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+    let per_second: f64 = rate.trim().parse().map_err(|_| bad())?;
+    if burst == 0 || !per_second.is_finite() || per_second <= 0.0 {
+        return Err(format!(
+            "invalid rate limit {s:?}: the burst and the rate must be greater than zero"
+        ));
+    }
+    Ok(crate::ratelimit::Rate { burst, per_second })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits_parse_as_burst_and_rate() {
+        let r = parse_rate("100:5").unwrap();
+        assert_eq!((r.burst, r.per_second), (100, 5.0));
+        assert_eq!(parse_rate(" 10:0.1 ").unwrap().per_second, 0.1);
+        for bad in ["100", "0:5", "10:0", "10:-1", "x:1", "10:inf", "10:NaN"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_parse() {

@@ -37,6 +37,11 @@ async fn main() -> anyhow::Result<()> {
             let lifecycle = defender_console::lifecycle::LifecycleConfig {
                 event_retention: args.event_retention,
                 defender_purge_after: args.defender_purge_after,
+                rate_limits: defender_console::ratelimit::RateLimits {
+                    enroll_per_token: args.enroll_limit_per_token,
+                    enroll_per_source: args.enroll_limit_per_source,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let mut console = server::start_with(cfg, lifecycle, grpc, http).await?;
@@ -72,8 +77,10 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{}", bundle.encode()),
             }
         }
-        Command::Token { command } => defender_console::admin::token(command).await?,
-        Command::Defender { command } => defender_console::admin::defender(command).await?,
+        Command::Token { command } => exit_on_error(defender_console::admin::token(command).await),
+        Command::Defender { command } => {
+            exit_on_error(defender_console::admin::defender(command).await)
+        }
         Command::Fargate {
             command: FargateCommand::Protect(args),
         } => {
@@ -98,6 +105,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Administrative commands report a refusal as one plain line and exit status 1.
+fn exit_on_error(result: Result<(), defender_console::admin::AdminError>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Writes `contents` to `path` with mode 0600 through a temporary file and a rename, so a

@@ -62,7 +62,7 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            enroll_per_token: Rate::new(100, 2, Duration::from_secs(1)),
+            enroll_per_token: Rate::new(100, 5, Duration::from_secs(1)),
             enroll_per_source: Rate::new(200, 10, Duration::from_secs(1)),
             renew_per_defender: Rate::new(5, 1, Duration::from_secs(60)),
             login_failures_per_source: Rate::new(10, 1, Duration::from_secs(10)),
