@@ -41,7 +41,7 @@ fi
 
 echo "==> creating an install bundle and starting a demo Defender"
 BUNDLE="$("$BIN/defender-console" bundle --data-dir "$DATA_DIR" --console-addr "$GRPC_LISTEN" --description quickstart)"
-FARGATE_TASK=quickstart-demo "$BIN/defender" run --install-bundle "$BUNDLE" --data-dir "$AGENT_DIR" -- \
+INSTALL_BUNDLE="$BUNDLE" FARGATE_TASK=quickstart-demo "$BIN/defender" run --data-dir "$AGENT_DIR" -- \
     sh -c 'echo "demo workload running (pid $$)"; while true; do sleep 5; done' &
 pids+=($!)
 

@@ -30,7 +30,7 @@ impl std::fmt::Debug for InstallBundle {
 /// Why a bundle could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("no install bundle: pass --install-bundle or set INSTALL_BUNDLE")]
+    #[error("no install bundle: set INSTALL_BUNDLE or pass --install-bundle-file FILE")]
     Missing,
     #[error("install bundle is larger than {MAX_BUNDLE_BYTES} bytes")]
     TooLarge,
@@ -42,6 +42,51 @@ pub enum BundleError {
     Address(String),
     #[error("install bundle's CA certificate is not PEM")]
     Ca,
+}
+
+/// Reads an install bundle file (at most 64 KiB, like the bundle itself). Files (Docker and
+/// Kubernetes secrets, `defender-console bundle -o FILE`) and the `INSTALL_BUNDLE` variable
+/// keep the token out of `/proc/*/cmdline`, which every local user can read.
+pub fn read_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_BUNDLE_BYTES as u64 + 2)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// The bundle from `--install-bundle`/`INSTALL_BUNDLE` if given, else from the file, else
+/// empty (which [`InstallBundle::decode`] reports as [`BundleError::Missing`]).
+pub fn from_value_or_file(
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> std::io::Result<String> {
+    match (value, file) {
+        (Some(v), _) => Ok(v.to_owned()),
+        (None, Some(path)) => read_file(path),
+        (None, None) => Ok(String::new()),
+    }
+}
+
+/// Whether the process's own command line carries the bundle (`--install-bundle B64` or
+/// `--install-bundle=B64`): then the enrollment token is readable by every local user in
+/// `/proc/<pid>/cmdline`.
+pub fn in_argv<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> bool {
+    args.into_iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--install-bundle" || a.starts_with("--install-bundle=")
+    })
+}
+
+/// Logs a warning when [`in_argv`] holds for this process.
+pub fn warn_if_in_argv() {
+    if in_argv(std::env::args_os()) {
+        tracing::warn!(
+            "--install-bundle puts the enrollment token in this process's command line, which every \
+             local user can read (/proc/*/cmdline); set INSTALL_BUNDLE or use --install-bundle-file instead"
+        );
+    }
 }
 
 impl InstallBundle {
@@ -118,5 +163,26 @@ mod tests {
             InstallBundle::decode(&encode(no_ca)),
             Err(BundleError::Ca)
         ));
+    }
+
+    #[test]
+    fn bundle_in_argv_is_noticed_but_the_file_flag_is_not() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(in_argv(args(&[
+            "defender",
+            "run",
+            "--install-bundle",
+            "x",
+            "--",
+            "app"
+        ])));
+        assert!(in_argv(args(&["defender", "run", "--install-bundle=x"])));
+        assert!(!in_argv(args(&[
+            "defender",
+            "run",
+            "--install-bundle-file",
+            "/b"
+        ])));
+        assert!(!in_argv(args(&["defender", "run", "--", "app"])));
     }
 }

@@ -77,7 +77,8 @@ impl std::fmt::Display for FargateMode {
 /// `fargate sidecar` options.
 #[derive(Debug, Args)]
 pub struct SidecarArgs {
-    /// Install bundle (base64), usually from the task definition's secrets.
+    /// Install bundle (base64), usually from the task definition's secrets. Prefer the
+    /// INSTALL_BUNDLE variable or --install-bundle-file: a flag's value shows in /proc/*/cmdline.
     #[arg(long, env = "INSTALL_BUNDLE", hide_env_values = true)]
     pub install_bundle: Option<String>,
     /// File holding the install bundle (Docker and Kubernetes secrets are files); used when
@@ -170,9 +171,13 @@ impl SpoolArgs {
 /// `simulate` options.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Install bundle (base64) from `defender-console bundle`.
+    /// Install bundle (base64) from `defender-console bundle`; prefer the INSTALL_BUNDLE
+    /// variable or --install-bundle-file (a flag's value shows in /proc/*/cmdline).
     #[arg(long, env = "INSTALL_BUNDLE", hide_env_values = true)]
-    pub install_bundle: String,
+    pub install_bundle: Option<String>,
+    /// File holding the install bundle; used when INSTALL_BUNDLE is not set.
+    #[arg(long, env = "INSTALL_BUNDLE_FILE")]
+    pub install_bundle_file: Option<PathBuf>,
     /// Directory holding one sub-directory (identity, spool) per simulated Defender.
     #[arg(long, env = "DEFENDER_DATA_DIR", default_value = "./defender-sim-data")]
     pub data_dir: PathBuf,
@@ -227,9 +232,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `run` options.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Install bundle (base64) from `defender-console bundle`.
+    /// Install bundle (base64) from `defender-console bundle`. Prefer the INSTALL_BUNDLE
+    /// variable or --install-bundle-file: a flag's value is readable by every local user in
+    /// /proc/*/cmdline (the Defender warns when this flag is used).
     #[arg(long, env = "INSTALL_BUNDLE", hide_env_values = true)]
     pub install_bundle: Option<String>,
+    /// File holding the install bundle (e.g. `defender-console bundle -o FILE`, a Docker or
+    /// Kubernetes secret); used when INSTALL_BUNDLE is not set.
+    #[arg(long, env = "INSTALL_BUNDLE_FILE")]
+    pub install_bundle_file: Option<PathBuf>,
     /// Directory for the Defender's identity and state.
     #[arg(
         long,

@@ -1,21 +1,36 @@
 //! The Defender's identity: a key pair made here (the private key never leaves the data dir)
 //! and the client certificate the Console issued for it. Enrolls when there is none, or when
-//! it expired or belongs to another Console.
+//! it expired or belongs to another Console; renews it over the existing identity
+//! (`DefenderService.Renew`, same Defender id, new key) once [`RENEW_AT_FRACTION`] of the
+//! certificate's life has passed, so a long-running task keeps one id and the enrollment
+//! token may expire.
+//!
+//! Storage: `identity.json` (mode 0600) holds the id, the key, the certificate and its times
+//! in one file, replaced atomically (write to a temporary file, fsync, rename): a crash during
+//! a renewal leaves either the old identity or the new one, never a key with the other's
+//! certificate. Identities stored by older versions (`key.pem` and `cert.pem` beside it) are
+//! still read.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use defender_proto::v1::{EnrollRequest, Mode, TaskMetadata, enrollment_client::EnrollmentClient};
+use defender_proto::v1::{
+    EnrollRequest, Mode, RenewRequest, TaskMetadata,
+    defender_service_client::DefenderServiceClient, enrollment_client::EnrollmentClient,
+};
 use rcgen::{CertificateParams, KeyPair};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::InstallBundle;
 use crate::transport::{self, TransportError};
 
-/// Re-enroll when the certificate has less than this left (ms).
+/// Re-enroll when the certificate has less than this left (ms): too late to renew.
 const RENEW_MARGIN_MS: i64 = 60_000;
+
+/// Renew once this fraction of the certificate's life (issue to expiry) has passed.
+pub const RENEW_AT_FRACTION: f64 = 2.0 / 3.0;
 
 /// Credentials for the mTLS stream.
 #[derive(Clone)]
@@ -24,6 +39,16 @@ pub struct Identity {
     pub cert_pem: String,
     pub key_pem: String,
     pub not_after_ms: i64,
+    /// When the certificate was obtained (unix ms, this host's clock).
+    pub issued_at_ms: i64,
+}
+
+impl Identity {
+    /// When to renew: [`RENEW_AT_FRACTION`] of the way from issue to expiry (unix ms).
+    pub fn renew_at_ms(&self) -> i64 {
+        let life = (self.not_after_ms - self.issued_at_ms).max(0);
+        self.issued_at_ms + (life as f64 * RENEW_AT_FRACTION) as i64
+    }
 }
 
 impl std::fmt::Debug for Identity {
@@ -42,6 +67,14 @@ struct IdentityFile {
     console_addr: String,
     ca_pem: String,
     not_after_ms: i64,
+    /// Absent in files of older versions (then: the time of loading).
+    #[serde(default)]
+    issued_at_ms: Option<i64>,
+    /// Absent in files of older versions (then in `key.pem` / `cert.pem`).
+    #[serde(default)]
+    key_pem: Option<String>,
+    #[serde(default)]
+    cert_pem: Option<String>,
 }
 
 /// Why the Defender could not obtain an identity.
@@ -73,18 +106,82 @@ impl IdentityError {
 pub fn load(dir: &Path, bundle: &InstallBundle, now_ms: i64) -> Option<Identity> {
     let meta: IdentityFile =
         serde_json::from_slice(&fs::read(dir.join("identity.json")).ok()?).ok()?;
+    let issued_at_ms = meta.issued_at_ms.unwrap_or(now_ms).min(meta.not_after_ms);
     if meta.console_addr != bundle.console_addr
         || meta.ca_pem.trim() != bundle.ca_pem.trim()
-        || meta.not_after_ms - RENEW_MARGIN_MS <= now_ms
+        || !still_usable(meta.not_after_ms, issued_at_ms, now_ms)
     {
         return None;
     }
+    let cert_pem = match meta.cert_pem {
+        Some(c) => c,
+        None => fs::read_to_string(dir.join("cert.pem")).ok()?,
+    };
+    let key_pem = match meta.key_pem {
+        Some(k) => k,
+        None => fs::read_to_string(dir.join("key.pem")).ok()?,
+    };
     Some(Identity {
         defender_id: meta.defender_id,
-        cert_pem: fs::read_to_string(dir.join("cert.pem")).ok()?,
-        key_pem: fs::read_to_string(dir.join("key.pem")).ok()?,
+        cert_pem,
+        key_pem,
         not_after_ms: meta.not_after_ms,
+        issued_at_ms,
     })
+}
+
+/// Whether a certificate is far enough from expiry to connect with (and to renew over): at
+/// least [`RENEW_MARGIN_MS`] left, or a tenth of its life when it is shorter.
+fn still_usable(not_after_ms: i64, issued_at_ms: i64, now_ms: i64) -> bool {
+    let margin = RENEW_MARGIN_MS.min((not_after_ms - issued_at_ms).max(0) / 10);
+    not_after_ms - margin > now_ms
+}
+
+impl Identity {
+    /// Whether this identity can still be used at `now_ms` (see [`load`]).
+    pub fn usable_at(&self, now_ms: i64) -> bool {
+        still_usable(self.not_after_ms, self.issued_at_ms, now_ms)
+    }
+}
+
+/// Renews `current` over mTLS (`DefenderService.Renew`): a new key, a new certificate for
+/// the same Defender id, stored atomically in `dir` before it is returned. On error the stored
+/// identity is unchanged.
+pub async fn renew(
+    dir: &Path,
+    bundle: &InstallBundle,
+    current: &Identity,
+) -> Result<Identity, IdentityError> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()?;
+    let channel = transport::channel(bundle, Some(current)).await?;
+    let resp = DefenderServiceClient::new(channel)
+        .renew(RenewRequest { csr_pem: csr })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                IdentityError::Refused(s.message().to_owned())
+            }
+            _ => IdentityError::Rpc(transport::describe_status(&s)),
+        })?
+        .into_inner();
+    if resp.defender_id != current.defender_id {
+        return Err(IdentityError::Rpc(format!(
+            "the Console renewed a certificate for another Defender ({})",
+            resp.defender_id
+        )));
+    }
+    let identity = Identity {
+        defender_id: resp.defender_id,
+        cert_pem: resp.certificate_pem,
+        key_pem: key.serialize_pem(),
+        not_after_ms: resp.not_after_ms,
+        issued_at_ms: crate::unix_ms(),
+    };
+    save(dir, bundle, &identity)?;
+    Ok(identity)
 }
 
 /// Forgets the stored identity, so the next start enrolls again.
@@ -125,6 +222,7 @@ pub async fn enroll(
         cert_pem: resp.certificate_pem,
         key_pem: key.serialize_pem(),
         not_after_ms: resp.not_after_ms,
+        issued_at_ms: crate::unix_ms(),
     };
     save(dir, bundle, &identity)?;
     Ok(identity)
@@ -135,20 +233,25 @@ fn save(dir: &Path, bundle: &InstallBundle, id: &Identity) -> Result<(), Identit
         path: dir.to_owned(),
         source,
     })?;
-    write(&dir.join("key.pem"), id.key_pem.as_bytes(), 0o600)?;
-    write(&dir.join("cert.pem"), id.cert_pem.as_bytes(), 0o644)?;
     let meta = IdentityFile {
         defender_id: id.defender_id.clone(),
         console_addr: bundle.console_addr.clone(),
         ca_pem: bundle.ca_pem.clone(),
         not_after_ms: id.not_after_ms,
+        issued_at_ms: Some(id.issued_at_ms),
+        key_pem: Some(id.key_pem.clone()),
+        cert_pem: Some(id.cert_pem.clone()),
     };
-    // identity.json is written last: its presence means the other two files are complete.
+    // One file holds key and certificate, replaced in one rename: never a torn pair.
     write(
         &dir.join("identity.json"),
         &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
-        0o644,
-    )
+        0o600,
+    )?;
+    // Files of older versions would only confuse a reader now.
+    let _ = fs::remove_file(dir.join("key.pem"));
+    let _ = fs::remove_file(dir.join("cert.pem"));
+    Ok(())
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
@@ -164,7 +267,92 @@ fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
         .mode(mode)
         .open(&tmp)
         .map_err(io)?;
+    // A leftover temporary file keeps its old mode through `open`: set it.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    fs::rename(&tmp, path).map_err(io)?;
+    // Make the rename itself durable (best effort: not every file system can sync a directory).
+    if let Some(parent) = path.parent() {
+        let _ = fs::File::open(parent).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle() -> InstallBundle {
+        InstallBundle {
+            console_addr: "127.0.0.1:1".into(),
+            ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n".into(),
+            token: "dfe_t".into(),
+        }
+    }
+
+    fn identity(issued: i64, not_after: i64) -> Identity {
+        Identity {
+            defender_id: "d-1".into(),
+            cert_pem: "CERT".into(),
+            key_pem: "KEY".into(),
+            not_after_ms: not_after,
+            issued_at_ms: issued,
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_at_two_thirds_of_the_life() {
+        let id = identity(1_000, 7_000);
+        assert_eq!(id.renew_at_ms(), 5_000);
+        // Usable until a tenth of the life (or a minute) before expiry.
+        assert!(id.usable_at(6_300));
+        assert!(!id.usable_at(6_500));
+    }
+
+    #[test]
+    fn saved_identity_is_one_private_file_and_loads_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::unix_ms();
+        let id = identity(now, now + 3_600_000);
+        save(dir.path(), &bundle(), &id).unwrap();
+        let file = dir.path().join("identity.json");
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!dir.path().join("key.pem").exists());
+        let back = load(dir.path(), &bundle(), now).unwrap();
+        assert_eq!(
+            (back.key_pem.as_str(), back.cert_pem.as_str()),
+            ("KEY", "CERT")
+        );
+        assert_eq!(back.issued_at_ms, now);
+        // Another Console's bundle: not this identity.
+        let mut other = bundle();
+        other.console_addr = "127.0.0.1:2".into();
+        assert!(load(dir.path(), &other, now).is_none());
+    }
+
+    #[test]
+    fn identities_stored_by_older_versions_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::unix_ms();
+        fs::write(dir.path().join("key.pem"), "OLDKEY").unwrap();
+        fs::write(dir.path().join("cert.pem"), "OLDCERT").unwrap();
+        let b = bundle();
+        let meta = serde_json::json!({
+            "defender_id": "d-old", "console_addr": b.console_addr, "ca_pem": b.ca_pem,
+            "not_after_ms": now + 3_600_000,
+        });
+        fs::write(dir.path().join("identity.json"), meta.to_string()).unwrap();
+        let id = load(dir.path(), &b, now).unwrap();
+        assert_eq!(
+            (id.defender_id.as_str(), id.key_pem.as_str()),
+            ("d-old", "OLDKEY")
+        );
+        assert!(id.renew_at_ms() > now);
+    }
 }

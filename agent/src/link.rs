@@ -77,15 +77,33 @@ pub enum LinkState {
 /// A running link; dropping it does not stop it, `stop` does.
 pub struct Link {
     state: watch::Receiver<LinkState>,
+    identity: watch::Receiver<Option<Identity>>,
     task: JoinHandle<()>,
+    renewer: JoinHandle<()>,
 }
 
 impl Link {
-    /// Starts the link in the background.
+    /// Starts the link in the background, and its certificate renewal beside it.
     pub fn spawn(cfg: LinkConfig) -> Self {
         let (tx, state) = watch::channel(LinkState::Starting);
-        let task = tokio::spawn(run(cfg, tx));
-        Self { state, task }
+        let (ids, identity) = watch::channel(None);
+        let renewer = tokio::spawn(renew_loop(
+            cfg.bundle.clone(),
+            cfg.data_dir.join("identity"),
+            ids.clone(),
+        ));
+        let task = tokio::spawn(run(cfg, tx, ids));
+        Self {
+            state,
+            identity,
+            task,
+            renewer,
+        }
+    }
+
+    /// Watches the identity in use (changes on enrollment and on each renewal).
+    pub fn identity(&self) -> watch::Receiver<Option<Identity>> {
+        self.identity.clone()
     }
 
     /// Watches the link's state.
@@ -96,6 +114,7 @@ impl Link {
     /// Stops the link abruptly (the stream is cut, as when the process dies).
     pub fn stop(self) {
         self.task.abort();
+        self.renewer.abort();
     }
 }
 
@@ -106,19 +125,37 @@ enum StreamEnd {
     IdentityRejected(String),
     /// This Defender was decommissioned.
     Decommissioned(String),
+    /// Another stream with this identity took over (the Console keeps the newest).
+    Superseded(String),
 }
 
-async fn run(cfg: LinkConfig, state: watch::Sender<LinkState>) {
+async fn run(
+    cfg: LinkConfig,
+    state: watch::Sender<LinkState>,
+    ids: watch::Sender<Option<Identity>>,
+) {
     let mut delay = cfg.backoff.initial;
     let id_dir = cfg.data_dir.join("identity");
     loop {
-        let identity = match identity::load(&id_dir, &cfg.bundle, unix_ms()) {
+        // The renewer may have replaced the identity since the last stream: use the newest.
+        let now = unix_ms();
+        let known = ids.borrow().clone().filter(|id| id.usable_at(now));
+        let identity = match known.or_else(|| identity::load(&id_dir, &cfg.bundle, now)) {
             Some(id) => Ok(id),
             None => {
                 tracing::info!(console = %cfg.bundle.console_addr, "enrolling with the Console");
                 identity::enroll(&id_dir, &cfg.bundle, cfg.metadata.clone(), cfg.mode).await
             }
         };
+        if let Ok(id) = &identity {
+            ids.send_if_modified(|cur| {
+                let same = cur.as_ref().is_some_and(|c| c.cert_pem == id.cert_pem);
+                if !same {
+                    *cur = Some(id.clone());
+                }
+                !same
+            });
+        }
         let end = match identity {
             Ok(id) => stream(&cfg, &id, &state).await,
             Err(e) => {
@@ -130,15 +167,22 @@ async fn run(cfg: LinkConfig, state: watch::Sender<LinkState>) {
                 StreamEnd::Lost(format!("enrollment failed: {e}{hint}"))
             }
         };
+        // Two holders of one identity would take the stream from each other forever: after
+        // being superseded the delay keeps growing instead of starting over.
+        let superseded = matches!(end, StreamEnd::Superseded(_));
         let reason = match end {
             StreamEnd::Lost(r) => r,
+            StreamEnd::Superseded(r) => {
+                format!("{r}: another process uses this Defender's identity")
+            }
             StreamEnd::IdentityRejected(r) => {
                 identity::forget(&id_dir);
+                ids.send_replace(None);
                 format!("the Console rejected this Defender's certificate ({r}); enrolling again")
             }
             StreamEnd::Decommissioned(r) => format!("the Console refuses this Defender: {r}"),
         };
-        if matches!(*state.borrow(), LinkState::Connected { .. }) {
+        if matches!(*state.borrow(), LinkState::Connected { .. }) && !superseded {
             delay = cfg.backoff.initial;
         }
         let wait = jitter(delay);
@@ -149,6 +193,57 @@ async fn run(cfg: LinkConfig, state: watch::Sender<LinkState>) {
         state.send_replace(LinkState::Disconnected { reason });
         tokio::time::sleep(wait).await;
         delay = (delay * 2).min(cfg.backoff.max);
+    }
+}
+
+/// Renews the identity in `ids` once [`identity::RENEW_AT_FRACTION`] of its certificate's
+/// life has passed (`DefenderService.Renew` over mTLS: same Defender id, new key), stores it
+/// atomically and publishes it; the open stream is left alone, the next one uses the new
+/// certificate. Failures are retried after a twentieth of the remaining life (1 s to 60 s);
+/// a certificate that expires anyway leads to a new enrollment by [`run`].
+async fn renew_loop(bundle: InstallBundle, id_dir: PathBuf, ids: watch::Sender<Option<Identity>>) {
+    let mut changes = ids.subscribe();
+    let mut retry_at: Option<i64> = None;
+    loop {
+        let current = changes.borrow_and_update().clone();
+        let Some(current) = current else {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let due = retry_at.unwrap_or_else(|| current.renew_at_ms());
+        let wait = Duration::from_millis(u64::try_from(due - unix_ms()).unwrap_or(0));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                retry_at = None;
+                continue;
+            }
+        }
+        match identity::renew(&id_dir, &bundle, &current).await {
+            Ok(renewed) => {
+                tracing::info!(
+                    defender_id = %renewed.defender_id,
+                    not_after_ms = renewed.not_after_ms,
+                    "client certificate renewed"
+                );
+                retry_at = None;
+                ids.send_replace(Some(renewed));
+            }
+            Err(e) => {
+                let left = (current.not_after_ms - unix_ms()).max(0);
+                let backoff = (left / 20).clamp(1_000, 60_000);
+                tracing::warn!(
+                    "certificate renewal failed: {e}; retrying in {} s",
+                    backoff / 1000
+                );
+                retry_at = Some(unix_ms() + backoff);
+            }
+        }
     }
 }
 
@@ -354,6 +449,7 @@ fn classify(s: &tonic::Status) -> StreamEnd {
     match s.code() {
         tonic::Code::Unauthenticated => StreamEnd::IdentityRejected(describe_status(s)),
         tonic::Code::PermissionDenied => StreamEnd::Decommissioned(s.message().to_owned()),
+        tonic::Code::Aborted => StreamEnd::Superseded(s.message().to_owned()),
         _ => StreamEnd::Lost(describe_status(s)),
     }
 }

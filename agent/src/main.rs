@@ -7,6 +7,7 @@ use defender::cli::{Cli, Command, FargateCommand, LogFormat};
 async fn main() {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    defender::bundle::warn_if_in_argv();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {
         Command::Run(args) => defender::run::run(args).await,
@@ -23,7 +24,17 @@ async fn main() {
 }
 
 async fn simulate(args: defender::cli::SimulateArgs) -> i32 {
-    let bundle = match defender::bundle::InstallBundle::decode(&args.install_bundle) {
+    let b64 = match defender::bundle::from_value_or_file(
+        args.install_bundle.as_deref(),
+        args.install_bundle_file.as_deref(),
+    ) {
+        Ok(b64) => b64,
+        Err(e) => {
+            eprintln!("defender simulate: cannot read the install bundle file: {e}");
+            return 2;
+        }
+    };
+    let bundle = match defender::bundle::InstallBundle::decode(&b64) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("defender simulate: {e}");

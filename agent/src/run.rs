@@ -27,7 +27,15 @@ pub async fn run(args: RunArgs) -> i32 {
                 return EXIT_CANNOT_START;
             }
         };
-    let protected = match InstallBundle::decode(args.install_bundle.as_deref().unwrap_or("")) {
+    let b64 = crate::bundle::from_value_or_file(
+        args.install_bundle.as_deref(),
+        args.install_bundle_file.as_deref(),
+    )
+    .unwrap_or_else(|e| {
+        tracing::error!("cannot read the install bundle file: {e}");
+        String::new()
+    });
+    let protected = match InstallBundle::decode(&b64) {
         Ok(bundle) => match Outbox::open(&args.data_dir.join("spool"), args.spool.config()) {
             Ok(outbox) => Some((bundle, outbox)),
             Err(e) => {

@@ -35,10 +35,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create an enrollment token and print the install bundle (base64) on stdout.
     Bundle(BundleArgs),
-    /// Manage API tokens.
+    /// Manage tokens: API tokens (for scripts) and enrollment tokens (in install bundles).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage Defenders.
+    Defender {
+        #[command(subcommand)]
+        command: DefenderCommand,
     },
     /// AWS Fargate: protect ECS task definitions with the Defender.
     Fargate {
@@ -62,7 +67,60 @@ pub enum FargateCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print a new API token for `Authorization: Bearer`.
-    Create(DataDirArgs),
+    Create(TokenCreateArgs),
+    /// List enrollment and API tokens (id, name, created, expiry, last use, state); never the
+    /// tokens themselves, which only exist as hashes.
+    List(TokenListArgs),
+    /// Revoke tokens, by id (`enroll-3`, `api-5`, as `token list` shows) or by the token itself.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `token create` options.
+#[derive(Debug, Args, Clone)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Name of the token, shown in `token list` and Manage > Tokens.
+    #[arg(long, default_value = "cli")]
+    pub name: String,
+}
+
+/// `token list` options.
+#[derive(Debug, Args, Clone)]
+pub struct TokenListArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Print JSON (as `GET /api/v1/tokens`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `token revoke` options.
+#[derive(Debug, Args, Clone)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Token ids (`enroll-3`, `api-5`) or tokens (`dfe_…`, `dfa_…`).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+}
+
+/// Defender subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DefenderCommand {
+    /// Decommission Defenders: refused from now on (a running Console closes their streams
+    /// within seconds), they can never reconnect, renew or enroll their keys again.
+    Decommission(DecommissionArgs),
+}
+
+/// `defender decommission` options.
+#[derive(Debug, Args, Clone)]
+pub struct DecommissionArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Defender ids (as Manage > Defenders and `GET /api/v1/defenders` show them).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
 }
 
 /// Where the Console keeps its state.
@@ -96,6 +154,22 @@ pub struct ServeArgs {
     /// Lifetime of the client certificates issued to Defenders.
     #[arg(long, env = "CONSOLE_CLIENT_CERT_VALIDITY", default_value = "7d", value_parser = parse_duration)]
     pub client_cert_validity: Duration,
+    /// Events received longer ago than this are deleted (in small batches that never hold
+    /// up ingest).
+    #[arg(long, env = "CONSOLE_EVENT_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub event_retention: Duration,
+    /// Decommissioned Defenders, and Defenders disconnected for longer than this, are deleted
+    /// with their sessions and events. Keep it above --client-cert-validity.
+    #[arg(long, env = "CONSOLE_DEFENDER_PURGE_AFTER", default_value = "30d", value_parser = parse_duration)]
+    pub defender_purge_after: Duration,
+    /// Enrollments allowed with one token: `BURST:PER_SECOND` (a burst at once, then so many a
+    /// second). Over it, enrollment answers RESOURCE_EXHAUSTED and Defenders retry with backoff.
+    #[arg(long, env = "CONSOLE_ENROLL_LIMIT_PER_TOKEN", default_value = "100:5", value_parser = parse_rate)]
+    pub enroll_limit_per_token: crate::ratelimit::Rate,
+    /// Enrollment attempts allowed from one source address, `BURST:PER_SECOND` (tasks behind
+    /// one NAT gateway share an address).
+    #[arg(long, env = "CONSOLE_ENROLL_LIMIT_PER_SOURCE", default_value = "200:10", value_parser = parse_rate)]
+    pub enroll_limit_per_source: crate::ratelimit::Rate,
     /// Password of the `admin` account on first start (otherwise one is generated and printed once).
     #[arg(long, env = "CONSOLE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -129,8 +203,9 @@ pub struct BundleArgs {
     /// `host:port` Defenders use to reach the gRPC listener; host must be a SAN of the server certificate.
     #[arg(long, env = "CONSOLE_ADDR")]
     pub console_addr: String,
-    /// Token lifetime (e.g. `30d`); default never expires.
-    #[arg(long, value_parser = parse_duration)]
+    /// Lifetime of the enrollment token (e.g. `30d`, `12h`); default 90 days. Running
+    /// Defenders renew their certificates themselves: the token only matters for enrolling.
+    #[arg(long, visible_alias = "ttl", value_parser = parse_duration)]
     pub expires_in: Option<Duration>,
     /// Free text stored with the token.
     #[arg(long, default_value = "")]
@@ -236,9 +311,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Parses a rate limit `BURST:PER_SECOND` (e.g. `100:5`; the rate may be fractional, `10:0.1`).
+pub fn parse_rate(s: &str) -> Result<crate::ratelimit::Rate, String> {
+    let bad = || format!("invalid rate limit {s:?}: expected BURST:PER_SECOND, e.g. 100:5");
+    let (burst, rate) = s.trim().split_once(':').ok_or_else(bad)?;
+    let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+    let per_second: f64 = rate.trim().parse().map_err(|_| bad())?;
+    if burst == 0 || !per_second.is_finite() || per_second <= 0.0 {
+        return Err(format!(
+            "invalid rate limit {s:?}: the burst and the rate must be greater than zero"
+        ));
+    }
+    Ok(crate::ratelimit::Rate { burst, per_second })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits_parse_as_burst_and_rate() {
+        let r = parse_rate("100:5").unwrap();
+        assert_eq!((r.burst, r.per_second), (100, 5.0));
+        assert_eq!(parse_rate(" 10:0.1 ").unwrap().per_second, 0.1);
+        for bad in ["100", "0:5", "10:0", "10:-1", "x:1", "10:inf", "10:NaN"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_parse() {

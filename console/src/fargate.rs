@@ -142,8 +142,12 @@ pub async fn issue_bundle(
     console_addr: &str,
     description: &str,
 ) -> Result<InstallBundle, StoreError> {
+    // Every "Generate protected task" mints a token, so each one expires (90 days).
+    let ttl_ms =
+        i64::try_from(crate::store::DEFAULT_ENROLLMENT_TTL.as_millis()).unwrap_or(i64::MAX);
+    let expires_at = crate::store::now_ms().saturating_add(ttl_ms);
     let token = store
-        .create_token(TokenKind::Enrollment, description, None)
+        .create_token(TokenKind::Enrollment, description, Some(expires_at))
         .await?;
     Ok(InstallBundle {
         console_addr: console_addr.to_owned(),

@@ -1,12 +1,15 @@
 //! The Console: enrolls Defenders, holds their gRPC streams, stores what they report in SQLite,
 //! and shows it in a web UI and REST API.
 
+pub mod admin;
 pub mod bundle;
 pub mod cli;
 pub mod fargate;
 pub mod grpc;
+pub mod lifecycle;
 pub mod pki;
 pub mod policy_feed;
+pub mod ratelimit;
 pub mod secrets;
 pub mod server;
 pub mod status;

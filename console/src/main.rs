@@ -4,10 +4,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use defender_console::cli::{Cli, Command, FargateCommand, LogFormat, TokenCommand};
+use defender_console::cli::{Cli, Command, FargateCommand, LogFormat};
 use defender_console::fargate;
 use defender_console::server::{self, ServeConfig};
-use defender_console::store::TokenKind;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -35,7 +34,17 @@ async fn main() -> anyhow::Result<()> {
                 client_cert_validity: args.client_cert_validity,
                 admin_password: args.admin_password,
             };
-            let mut console = server::start(cfg, grpc, http).await?;
+            let lifecycle = defender_console::lifecycle::LifecycleConfig {
+                event_retention: args.event_retention,
+                defender_purge_after: args.defender_purge_after,
+                rate_limits: defender_console::ratelimit::RateLimits {
+                    enroll_per_token: args.enroll_limit_per_token,
+                    enroll_per_source: args.enroll_limit_per_source,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let mut console = server::start_with(cfg, lifecycle, grpc, http).await?;
             console.forward_audits(webhooks, Default::default()).await?;
             if let Some(pw) = &console.generated_admin_password {
                 // Printed once, on the terminal only (never logged): only its hash is stored.
@@ -68,11 +77,9 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{}", bundle.encode()),
             }
         }
-        Command::Token {
-            command: TokenCommand::Create(args),
-        } => {
-            let (store, _) = server::open_data_dir(&args.data_dir).await?;
-            println!("{}", store.create_token(TokenKind::Api, "cli", None).await?);
+        Command::Token { command } => exit_on_error(defender_console::admin::token(command).await),
+        Command::Defender { command } => {
+            exit_on_error(defender_console::admin::defender(command).await)
         }
         Command::Fargate {
             command: FargateCommand::Protect(args),
@@ -98,6 +105,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Administrative commands report a refusal as one plain line and exit status 1.
+fn exit_on_error(result: Result<(), defender_console::admin::AdminError>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Writes `contents` to `path` with mode 0600 through a temporary file and a rename, so a

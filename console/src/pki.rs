@@ -50,6 +50,8 @@ pub struct ServerIdentity {
 pub struct IssuedCert {
     pub cert_pem: String,
     pub not_after_ms: i64,
+    /// Hex SHA-256 of the certified public key (the CSR's), to tie the key to one Defender.
+    pub key_sha256: String,
 }
 
 impl CertAuthority {
@@ -147,8 +149,15 @@ impl CertAuthority {
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             not_after_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+            key_sha256: key_sha256(&csr.public_key),
         })
     }
+}
+
+/// Hex SHA-256 of a public key's DER SubjectPublicKeyInfo.
+fn key_sha256(key: &impl rcgen::PublicKeyData) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Extracts the Defender id from a verified client certificate (DER), by its URI SAN.

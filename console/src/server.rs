@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::bundle::InstallBundle;
 use crate::grpc::{self, GrpcState};
+use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::pki::{CertAuthority, PkiError};
 use crate::policy_feed::PolicyFeed;
 use crate::store::{EventWriter, Store, StoreError, TokenKind};
@@ -55,6 +56,8 @@ pub struct RunningConsole {
     pub store: Store,
     /// The runtime policy feed (publish a saved version to push it to every stream).
     pub policy: PolicyFeed,
+    /// Live streams, rate limits, decommissioning and retention figures.
+    pub lifecycle: Arc<Lifecycle>,
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
@@ -76,7 +79,8 @@ pub async fn open_data_dir(dir: &Path) -> Result<(Store, CertAuthority), ServerE
     Ok((store, ca))
 }
 
-/// Creates an enrollment token and returns the install bundle for it.
+/// Creates an enrollment token and returns the install bundle for it. The token expires after
+/// `expires_in`, or [`crate::store::DEFAULT_ENROLLMENT_TTL`] when `None`.
 pub async fn create_bundle(
     dir: &Path,
     console_addr: &str,
@@ -84,7 +88,11 @@ pub async fn create_bundle(
     expires_in: Option<Duration>,
 ) -> Result<InstallBundle, ServerError> {
     let (store, ca) = open_data_dir(dir).await?;
-    let expires_at = expires_in.map(|d| crate::store::now_ms() + d.as_millis() as i64);
+    // Enrollment tokens always expire: a leaked bundle stops working by itself.
+    let ttl = expires_in.unwrap_or(crate::store::DEFAULT_ENROLLMENT_TTL);
+    let expires_at = Some(
+        crate::store::now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+    );
     let token = store
         .create_token(TokenKind::Enrollment, description, expires_at)
         .await?;
@@ -95,12 +103,30 @@ pub async fn create_bundle(
     })
 }
 
-/// Starts the Console on already-bound listeners.
+/// Starts the Console on already-bound listeners, with the default lifecycle settings.
 pub async fn start(
     cfg: ServeConfig,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 ) -> Result<RunningConsole, ServerError> {
+    start_with(
+        cfg,
+        LifecycleConfig::default(),
+        grpc_listener,
+        http_listener,
+    )
+    .await
+}
+
+/// Starts the Console on already-bound listeners with the given lifecycle settings (rate
+/// limits, retention, token life).
+pub async fn start_with(
+    cfg: ServeConfig,
+    lifecycle: LifecycleConfig,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+) -> Result<RunningConsole, ServerError> {
+    let lifecycle = Arc::new(Lifecycle::new(lifecycle));
     let (store, ca) = open_data_dir(&cfg.data_dir).await?;
     let generated_admin_password = store.ensure_admin(cfg.admin_password.as_deref()).await?;
     let mut sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
@@ -130,7 +156,18 @@ pub async fn start(
         client_cert_validity: cfg.client_cert_validity,
         stopping: watch_rx.clone(),
         policy: policy.clone(),
+        lifecycle: lifecycle.clone(),
     });
+    tokio::spawn(crate::lifecycle::run_retention(
+        store.clone(),
+        lifecycle.clone(),
+        watch_rx.clone(),
+    ));
+    tokio::spawn(crate::lifecycle::watch_decommissions(
+        store.clone(),
+        lifecycle.clone(),
+        watch_rx.clone(),
+    ));
     let grpc = tokio::spawn(grpc::serve(
         grpc_listener,
         grpc_state,
@@ -144,6 +181,7 @@ pub async fn start(
         grpc_port: grpc_addr.port(),
         sans: Arc::from(sans.clone()),
         policy: policy.clone(),
+        lifecycle: lifecycle.clone(),
     };
     let http = tokio::spawn(web::serve(http_listener, web_state, wait_for(watch_rx)));
     tracing::info!(%grpc_addr, %http_addr, sans = ?sans, "console started");
@@ -153,6 +191,7 @@ pub async fn start(
         generated_admin_password,
         store,
         policy,
+        lifecycle,
         shutdown,
         grpc,
         http,

@@ -151,7 +151,7 @@ async fn empty_list_explains_how_to_deploy() {
         .await
         .unwrap();
     assert!(html.contains("defender-console bundle"));
-    assert!(html.contains("defender run --install-bundle"));
+    assert!(html.contains("defender run --install-bundle-file"));
     let token = web.api_token().await;
     let list: serde_json::Value = web
         .get_with_token("/api/v1/defenders", &token)

@@ -29,7 +29,7 @@ const MAX_CONNECTIONS: usize = 64;
 pub async fn run(args: SidecarArgs) -> i32 {
     let b64 = match (&args.install_bundle, &args.install_bundle_file) {
         (Some(b64), _) => b64.clone(),
-        (None, Some(path)) => match read_bundle_file(path) {
+        (None, Some(path)) => match crate::bundle::read_file(path) {
             Ok(b64) => b64,
             Err(e) => {
                 tracing::error!(
@@ -159,16 +159,6 @@ pub async fn run(args: SidecarArgs) -> i32 {
     }
     let _ = std::fs::remove_file(&args.socket);
     0
-}
-
-/// Reads an install bundle file (at most 64 KiB, like the bundle itself).
-fn read_bundle_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut s = String::new();
-    std::fs::File::open(path)?
-        .take(64 * 1024 + 2)
-        .read_to_string(&mut s)?;
-    Ok(s)
 }
 
 fn bind(path: &Path) -> std::io::Result<UnixListener> {

@@ -40,6 +40,15 @@ impl Enrollment for EnrollmentApi {
         &self,
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
+        let source = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let lifecycle = &self.state.lifecycle;
+        // Per source first: guessing tokens costs the guesser, whatever the token.
+        if let Err(wait) = lifecycle.enroll_per_source.take(&source) {
+            return Err(rate_limited(lifecycle, "this source address", wait));
+        }
         let req = request.into_inner();
         if req.csr_pem.len() > MAX_CSR_BYTES {
             return Err(Status::invalid_argument("CSR too large"));
@@ -54,12 +63,35 @@ impl Enrollment for EnrollmentApi {
                 tracing::warn!("enrollment refused: invalid, expired or revoked token");
                 Status::unauthenticated("invalid, expired or revoked enrollment token")
             })?;
+        if let Err(wait) = lifecycle.enroll_per_token.take(&token_id.to_string()) {
+            return Err(rate_limited(lifecycle, "this enrollment token", wait));
+        }
         let id = crate::secrets::new_id();
         let issued = self
             .state
             .ca
             .issue_client(&req.csr_pem, &id, self.state.client_cert_validity)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A key belongs to one Defender forever: a decommissioned Defender cannot come back by
+        // enrolling its key again, and no key serves two identities.
+        if let Some(owner) = self
+            .state
+            .store
+            .key_owner(&issued.key_sha256)
+            .await
+            .map_err(internal)?
+        {
+            tracing::warn!(owner = %owner.defender_id, decommissioned = owner.decommissioned, "enrollment refused: key already certified");
+            return Err(if owner.decommissioned {
+                Status::permission_denied(
+                    "this key belongs to a decommissioned Defender; it can never enroll again",
+                )
+            } else {
+                Status::already_exists(
+                    "this key is already certified for another Defender; generate a new key",
+                )
+            });
+        }
         let metadata = req.metadata.unwrap_or_default();
         self.state
             .store
@@ -73,6 +105,11 @@ impl Enrollment for EnrollmentApi {
             })
             .await
             .map_err(internal)?;
+        self.state
+            .store
+            .record_enrollment(&id, &issued.key_sha256, token_id)
+            .await
+            .map_err(internal)?;
         tracing::info!(defender_id = %id, hostname = %metadata.hostname, family = %metadata.family, "defender enrolled");
         Ok(Response::new(EnrollResponse {
             defender_id: id,
@@ -81,6 +118,21 @@ impl Enrollment for EnrollmentApi {
             not_after_ms: issued.not_after_ms,
         }))
     }
+}
+
+/// `RESOURCE_EXHAUSTED` with the time to wait, counted for `/metrics`.
+pub(super) fn rate_limited(
+    lifecycle: &crate::lifecycle::Lifecycle,
+    what: &str,
+    wait: std::time::Duration,
+) -> Status {
+    lifecycle
+        .refused_enrollments
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Status::resource_exhausted(format!(
+        "too many enrollments with {what}; retry in {} s",
+        wait.as_secs().max(1)
+    ))
 }
 
 /// Logs a storage failure and hides its details from the peer.

@@ -1,6 +1,8 @@
 //! The Defender-facing gRPC server: token enrollment and the one mTLS stream per Defender.
 
 mod enroll;
+pub mod registry;
+mod renew;
 mod stream;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct GrpcState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The runtime policy in force, pushed to every stream.
     pub policy: crate::policy_feed::PolicyFeed,
+    /// Live streams, rate limits, decommissioning.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 /// Serves enrollment and Connect on `listener` until `shutdown` resolves.

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use defender_proto::MAX_BATCH_EVENTS;
 use defender_proto::v1::{
-    Ack, ConsoleMessage, DefenderMessage, Hello, PolicyUpdate, Welcome, console_message,
-    defender_message, defender_service_server::DefenderService,
+    Ack, ConsoleMessage, DefenderMessage, Hello, PolicyUpdate, RenewRequest, RenewResponse,
+    Welcome, console_message, defender_message, defender_service_server::DefenderService,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -18,8 +18,9 @@ use tracing::Instrument;
 
 use super::GrpcState;
 use super::enroll::{internal, mode_name};
-use crate::pki::defender_id_from_cert;
-use crate::store::{Health, SessionRef};
+use super::registry::{self, StreamGuard};
+use super::renew::peer_defender_id;
+use crate::store::{Health, SessionRef, Standing};
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,21 +48,21 @@ impl DefenderService for DefenderApi {
         request: Request<Streaming<DefenderMessage>>,
     ) -> Result<Response<ConsoleStream>, Status> {
         // The TLS layer verified the chain against our CA; here we only read who it names.
-        let id = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| defender_id_from_cert(c)))
+        let id = peer_defender_id(&request)
             .ok_or_else(|| Status::unauthenticated("a Defender client certificate is required"))?;
         let state = self.state.clone();
-        if !state
-            .store
-            .defender_may_connect(&id)
-            .await
-            .map_err(internal)?
-        {
-            tracing::warn!(defender_id = %id, "refused: unknown or decommissioned defender");
-            return Err(Status::permission_denied(
-                "this Defender is decommissioned or unknown",
-            ));
+        match state.store.defender_standing(&id).await.map_err(internal)? {
+            Standing::Active => {}
+            Standing::Decommissioned => {
+                tracing::warn!(defender_id = %id, "refused: decommissioned defender");
+                return Err(registry::decommissioned());
+            }
+            Standing::Unknown => {
+                tracing::warn!(defender_id = %id, "refused: unknown defender");
+                return Err(Status::unauthenticated(
+                    "unknown Defender: enroll again with an install bundle",
+                ));
+            }
         }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -72,17 +73,25 @@ impl DefenderService for DefenderApi {
             _ => return Err(Status::invalid_argument("the stream must start with Hello")),
         };
         let interval_ms = i64::try_from(state.heartbeat_interval.as_millis()).unwrap_or(10_000);
-        let session = state
-            .store
-            .start_session(
-                &id,
-                &hello,
-                mode_name(hello.mode),
-                &state.console_instance,
-                interval_ms,
-            )
-            .await
-            .map_err(internal)?;
+        // One identity, one stream: this one replaces any older one, here (the registry) and
+        // on other replicas (start_session ends every older open session in the database).
+        let streams = state.lifecycle.streams.clone();
+        let (guard, closed, session) = {
+            let _opening = streams.opening(&id).await;
+            let (guard, closed) = streams.register(&id);
+            let session = state
+                .store
+                .start_session(
+                    &id,
+                    &hello,
+                    mode_name(hello.mode),
+                    &state.console_instance,
+                    interval_ms,
+                )
+                .await
+                .map_err(internal)?;
+            (guard, closed, session)
+        };
         let last_stored_seq = state.store.last_stored_seq(&id).await.map_err(internal)?;
         let (tx, rx) = mpsc::channel(16);
         let welcome = ConsoleMessage {
@@ -96,15 +105,35 @@ impl DefenderService for DefenderApi {
         // Capacity 16 and nothing sent yet: this cannot fail.
         let _ = tx.try_send(Ok(welcome));
         let span = tracing::info_span!("defender_stream", defender_id = %id);
-        tokio::spawn(run_stream(state, id, session, hello, inbound, tx).instrument(span));
+        let open = OpenStream {
+            session,
+            closed,
+            _guard: guard,
+        };
+        tokio::spawn(run_stream(state, id, open, hello, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        super::renew::renew(&self.state, request).await
+    }
+}
+
+/// A registered stream: its session row, and how it learns that it was closed from outside.
+struct OpenStream {
+    session: SessionRef,
+    closed: oneshot::Receiver<Status>,
+    /// Unregisters the stream when it ends.
+    _guard: StreamGuard,
 }
 
 async fn run_stream(
     state: Arc<GrpcState>,
     id: String,
-    session: SessionRef,
+    open: OpenStream,
     hello: Hello,
     mut inbound: Streaming<DefenderMessage>,
     tx: mpsc::Sender<Result<ConsoleMessage, Status>>,
@@ -123,6 +152,11 @@ async fn run_stream(
     }
     // A stream with no message for this long is dead even if TCP has not noticed.
     let idle_limit = state.heartbeat_interval * crate::status::MISSED_HEARTBEATS as u32;
+    let OpenStream {
+        session,
+        mut closed,
+        _guard,
+    } = open;
     let mut stopping = state.stopping.clone();
     let mut policy = state.policy.subscribe();
     // Welcome carried the version current then; only later ones are pushed.
@@ -133,6 +167,13 @@ async fn run_stream(
             // Mapped to (): the watch guard must not live across the awaits below.
             _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
                 break "console shutting down".to_owned()
+            }
+            status = &mut closed => {
+                // Superseded by a newer stream of this Defender, or decommissioned.
+                let status = status.unwrap_or_else(|_| registry::superseded());
+                let reason = status.message().to_owned();
+                let _ = tx.send(Err(status)).await;
+                break reason;
             }
             changed = policy.changed() => {
                 if changed.is_err() {
@@ -166,8 +207,20 @@ async fn run_stream(
                     rss_bytes: hb.rss_bytes,
                     cpu_centipercent: hb.cpu_centipercent,
                 };
-                if let Err(e) = state.store.heartbeat(&id, session, &health).await {
-                    tracing::error!(error = %e, "storing heartbeat failed");
+                match state.store.heartbeat(&id, session, &health).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Our session was ended by someone else: a newer stream of this
+                        // Defender (perhaps on another replica), or a decommission.
+                        let status = match state.store.defender_standing(&id).await {
+                            Ok(Standing::Active) => registry::superseded(),
+                            _ => registry::decommissioned(),
+                        };
+                        let reason = status.message().to_owned();
+                        let _ = tx.send(Err(status)).await;
+                        break reason;
+                    }
+                    Err(e) => tracing::error!(error = %e, "storing heartbeat failed"),
                 }
                 if hb.capture.is_some() && hb.capture != capture {
                     if let Some(c) = &hb.capture

@@ -6,9 +6,10 @@
 //! first: it indexes the audits committed since the previous read (usually none, one indexed
 //! lookup), so a page never lags behind ingest. `audit_index.id` is the audit's rowid in
 //! `events`. Rowids grow with every insert and SQLite has one writer, so a row committed later
-//! always has a larger rowid and "everything after rowid N" never skips a late commit. (Events
-//! are never deleted, and the database must not be `VACUUM`ed: that may renumber the rowids of
-//! a table without an `INTEGER PRIMARY KEY`.)
+//! always has a larger rowid and "everything after rowid N" never skips a late commit. (Retention
+//! deletes events oldest rowid first with their index rows and never the newest row, so rowids
+//! are never reused — see `store::lifecycle`; the database must not be `VACUUM`ed: that may
+//! renumber the rowids of a table without an `INTEGER PRIMARY KEY`.)
 
 use std::collections::HashMap;
 use std::fmt;

@@ -63,6 +63,16 @@ pub struct DefenderRecord {
     pub capture_missed: i64,
 }
 
+/// Whether a Defender may hold a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Enrolled and not decommissioned.
+    Active,
+    Decommissioned,
+    /// No such Defender (never enrolled here, or purged by retention).
+    Unknown,
+}
+
 /// Identifies the session row a stream writes its heartbeats to.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionRef(pub i64);
@@ -116,15 +126,40 @@ impl Store {
         Ok(matches!(row, Some(None)))
     }
 
-    /// Refuses the Defender from now on (its certificate stays valid but is no longer accepted).
+    /// Whether the Defender is unknown, decommissioned, or may connect.
+    pub async fn defender_standing(&self, id: &str) -> Result<Standing, StoreError> {
+        let row: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            None => Standing::Unknown,
+            Some(Some(_)) => Standing::Decommissioned,
+            Some(None) => Standing::Active,
+        })
+    }
+
+    /// Refuses the Defender from now on (its certificate stays valid but is no longer
+    /// accepted, and its keys can never enroll again) and ends its open sessions, so a stream
+    /// held by any Console replica finds out at its next heartbeat. Returns false when it was
+    /// already decommissioned or is unknown.
     pub async fn decommission_defender(&self, id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE defenders SET decommissioned_at = ? WHERE id = ? AND decommissioned_at IS NULL",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE sessions SET ended_at = ? WHERE defender_id = ? AND ended_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -180,19 +215,28 @@ impl Store {
         Ok(SessionRef(session_id))
     }
 
-    /// Records a heartbeat: the session is alive, and the Defender's health figures.
+    /// Records a heartbeat: the session is alive, and the Defender's health figures. Returns
+    /// false when the session was ended by someone else (a newer stream of the same Defender,
+    /// possibly on another replica, or a decommission): the stream must then close.
     pub async fn heartbeat(
         &self,
         id: &str,
         session: SessionRef,
         health: &Health,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE sessions SET last_heartbeat = ? WHERE id = ? AND ended_at IS NULL")
-            .bind(now_ms())
-            .bind(session.0)
-            .execute(&mut *tx)
-            .await?;
+        let open =
+            sqlx::query("UPDATE sessions SET last_heartbeat = ? WHERE id = ? AND ended_at IS NULL")
+                .bind(now_ms())
+                .bind(session.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+        if !open {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query(
             "UPDATE defenders SET queue_depth = ?, spool_bytes = ?, dropped_events = ?, rss_bytes = ?, \
              cpu_centipercent = ? WHERE id = ?",
@@ -206,7 +250,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Marks a session's stream as closed.

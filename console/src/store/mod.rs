@@ -6,6 +6,7 @@ pub mod capture;
 mod defenders;
 mod events;
 pub mod forensics;
+pub mod lifecycle;
 mod policy;
 mod policy_history;
 mod tokens;
@@ -19,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use defenders::{DefenderRecord, Health, NewDefender, SessionRef};
+pub use defenders::{DefenderRecord, Health, NewDefender, SessionRef, Standing};
 pub use events::{EventWriter, StoredEvent, WriteError};
 pub use policy::PolicyVersion;
-pub use tokens::TokenKind;
+pub use tokens::{DEFAULT_ENROLLMENT_TTL, TokenKind};
 pub use users::UiSession;
 
 /// Name of the database file inside the data directory.

@@ -1,7 +1,14 @@
 //! Enrollment tokens (in install bundles) and API tokens (for scripts): stored hashed, revocable.
+//! Enrollment tokens expire ([`DEFAULT_ENROLLMENT_TTL`] unless told otherwise); a running
+//! fleet does not need its token any more once enrolled, since Defenders renew their
+//! certificates over their own identity.
 
 use super::{Store, StoreError, now_ms};
 use crate::secrets::{new_token, token_hash};
+
+/// Life of an enrollment token when none is given: long enough for a service's whole
+/// release cycle, but finite, so a leaked install bundle stops working by itself.
+pub const DEFAULT_ENROLLMENT_TTL: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// Which kind of token, each with its own table and visible prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +80,19 @@ impl Store {
             q = q.bind(now_ms());
         }
         let id: Option<i64> = q.fetch_optional(&self.pool).await?;
+        if let (TokenKind::Api, Some(id)) = (kind, id) {
+            // Last use, for Manage > Tokens; written at most once a minute per token.
+            let now = now_ms();
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = ? WHERE id = ? \
+                 AND (last_used_at IS NULL OR last_used_at < ?)",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(now - 60_000)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(id)
     }
 

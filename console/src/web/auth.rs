@@ -304,7 +304,8 @@ pub async fn login_page(
 }
 
 /// `POST /login`: on success sets the session cookie and redirects home; else 401 and the form
-/// with a message that does not say which half was wrong.
+/// with a message that does not say which half was wrong; 429 with `Retry-After` (seconds)
+/// while the source or the user is throttled after failures ([`crate::ratelimit`]).
 pub async fn login(
     State(state): State<WebState>,
     Extension(nonce): Extension<CspNonce>,
@@ -313,7 +314,36 @@ pub async fn login(
 ) -> Response {
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip().to_string());
     let peer = peer.as_deref().unwrap_or("unknown");
-    match state.store.login(&form.username, &form.password).await {
+    // Throttled before the password is even checked (see `crate::ratelimit`): per source, and
+    // per user with a bounded delay. The key is cut so that long names cost no memory.
+    let user_key: String = form.username.chars().take(128).collect();
+    let logins = &state.lifecycle.logins;
+    if let Err(wait) = logins.check(&user_key, peer) {
+        state
+            .lifecycle
+            .refused_logins
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut res = (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(
+                &nonce,
+                Some(&format!("Too many failed logins. Try again in {secs} s.")),
+            ),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
+    let result = state.store.login(&form.username, &form.password).await;
+    match &result {
+        Ok(Some(_)) => logins.succeeded(&user_key),
+        Ok(None) => logins.failed(&user_key, peer),
+        Err(_) => {}
+    }
+    match result {
         Ok(Some(cookie)) => {
             tracing::info!(username = %form.username, peer, "operator logged in");
             let set = format!("{SESSION_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/");

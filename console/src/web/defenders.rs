@@ -100,13 +100,13 @@ fn empty_state(retention_ms: i64) -> Markup {
             }
             ol {
                 li {
-                    "Create an install bundle (Console address, CA certificate and an enrollment token) on the Console host:"
-                    pre { "defender-console bundle --console-addr <console-host>:8084 > bundle.b64" }
+                    "Create an install bundle (Console address, CA certificate and an enrollment token, valid 90 days) on the Console host:"
+                    pre { "defender-console bundle --console-addr <console-host>:8084 -o bundle.b64" }
                 }
                 li {
-                    "Start your application under the Defender, with the bundle:"
-                    pre { "defender run --install-bundle \"$(cat bundle.b64)\" -- <your app and its arguments>" }
-                    "On AWS Fargate, pass the bundle as the INSTALL_BUNDLE environment variable or secret of the protected task definition."
+                    "Start your application under the Defender, with the bundle in a file (or the INSTALL_BUNDLE environment variable; never on the command line, where every local user can read it):"
+                    pre { "defender run --install-bundle-file bundle.b64 -- <your app and its arguments>" }
+                    "On AWS Fargate, pass the bundle as the INSTALL_BUNDLE secret (or environment variable) of the protected task definition."
                 }
             }
         }
@@ -151,6 +151,7 @@ pub async fn list_page(
         div.page-head {
             h1 { "Defenders" }
             span.muted data-refresh-status { "Refreshes every 5 s" }
+            a href=(super::decommission::PATH) { "Decommission…" }
         }
         table.grid {
             thead {
@@ -233,10 +234,11 @@ pub async fn detail_page(
         )?;
         Ok::<_, crate::store::StoreError>(Some((page, matching)))
     };
-    let (timeline, total, observations) = match tokio::try_join!(
+    let (timeline, total, observations, cert) = match tokio::try_join!(
         timeline,
         store.count_events(&d.id),
-        store.observations(&d.id, OBSERVATION_WINDOW)
+        store.observations(&d.id, OBSERVATION_WINDOW),
+        store.cert_state(&d.id)
     ) {
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
@@ -253,6 +255,7 @@ pub async fn detail_page(
             h1 { (name) }
             (status_badge(&s))
             (dropped_badge(&d))
+            (super::decommission::button(&op, &d))
         }
         dl.meta {
             dt { "Status" } dd { (s.text) }
@@ -288,6 +291,13 @@ pub async fn detail_page(
             }
             @if let Some(at) = d.decommissioned_at {
                 dt { "Decommissioned" } dd.error { (rfc3339_secs(at)) }
+            }
+            @if let Some((not_after, renewals, renewed_at)) = cert {
+                dt { "Certificate expires" } dd { (rfc3339_secs(not_after)) }
+                dt { "Certificate renewals" } dd {
+                    (renewals)
+                    @if let Some(at) = renewed_at { " (last " (rfc3339_secs(at)) ")" }
+                }
             }
         }
         h2 { "Health " span.muted { "(last heartbeat)" } }

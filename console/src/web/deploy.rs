@@ -759,7 +759,9 @@ fn result_section(protected: &Protected, new_bundle: bool) -> Markup {
                 p.notice {
                     "It holds a new install bundle (with a new enrollment token) in the sidecar's plain "
                     code { "INSTALL_BUNDLE" } " variable: whoever can read this task definition can enroll "
-                    "Defenders with it. For production, keep the bundle in Secrets Manager and choose that option."
+                    "Defenders with it. For production, keep the bundle in Secrets Manager and choose that option. "
+                    "Its token expires in 90 days (running Defenders renew their certificates without it); "
+                    "list or revoke it in " a href="/manage/tokens" { "Manage › Tokens" } "."
                 }
             }
             @if !protected.warnings.is_empty() {

@@ -23,6 +23,11 @@ pub const NAV: &[NavItem] = &[
         href: "/manage/defenders",
     },
     NavItem {
+        section: "Manage",
+        label: "Tokens",
+        href: "/manage/tokens",
+    },
+    NavItem {
         section: "Monitor",
         label: "Audits",
         href: "/monitor/events/app-embedded",
@@ -100,6 +105,7 @@ section.result { background:#fff; border:1px solid var(--line); border-radius:8p
 .copy-row { display:flex; gap:12px; align-items:center; margin:10px 0 8px; }
 .copy-row button { padding:6px 14px; border:1px solid #d0d5dd; border-radius:6px; background:#fff; font:inherit; cursor:pointer; }
 section.steps pre { white-space:pre-wrap; word-break:break-all; }
+form.inline { display:inline; margin:0; }
 "#;
 
 /// Constant script (no data in it): every element with `data-refresh="URL"` has its children

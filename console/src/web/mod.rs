@@ -16,14 +16,17 @@
 mod api;
 mod audits;
 mod auth;
+mod decommission;
 mod defenders;
 mod deploy;
 mod forensics;
 mod layout;
+mod lifecycle_metrics;
 mod metrics;
 mod render;
 mod runtime;
 mod security;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +45,7 @@ pub use api::{DefenderJson, EventJson};
 pub use auth::{ApiCaller, CSRF_FIELD, CSRF_HEADER, Operator, SESSION_COOKIE};
 pub use deploy::WARNINGS_HEADER;
 pub use layout::{NAV, NavItem, bare_page, page};
+pub use render::rfc3339;
 pub use security::CspNonce;
 
 use crate::store::{DefenderRecord, Store, StoreError, now_ms};
@@ -63,6 +67,8 @@ pub struct WebState {
     pub sans: Arc<[String]>,
     /// The runtime policy in force; saving a version publishes it to every Defender stream.
     pub policy: crate::policy_feed::PolicyFeed,
+    /// Live streams (closed on decommission), login rate limits, retention figures.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 impl WebState {
@@ -114,7 +120,14 @@ pub fn router(state: WebState) -> Router {
     let ui = Router::new()
         .route(defenders::LIST_PATH, get(defenders::list_page))
         .route(defenders::ROWS_PATH, get(defenders::rows))
+        .route(
+            decommission::PATH,
+            get(decommission::select_page).post(decommission::submit),
+        )
         .route("/manage/defenders/{id}", get(defenders::detail_page))
+        .route(tokens::PAGE_PATH, get(tokens::list_page))
+        .route("/manage/tokens/api", post(tokens::create_page))
+        .route("/manage/tokens/revoke", post(tokens::revoke_page))
         .route(
             deploy::PAGE_PATH,
             get(deploy::page).post(deploy::generate_page),
@@ -129,6 +142,19 @@ pub fn router(state: WebState) -> Router {
     let api = Router::new()
         .route("/api/v1/defenders", get(api::list_defenders))
         .route("/api/v1/defenders/{id}", get(api::get_defender))
+        .route(
+            "/api/v1/defenders/{id}/decommission",
+            post(decommission::api_one),
+        )
+        .route(
+            "/api/v1/defenders/decommission",
+            post(decommission::api_bulk),
+        )
+        .route(
+            "/api/v1/tokens",
+            get(tokens::api_list).post(tokens::api_create),
+        )
+        .route("/api/v1/tokens/{id}/revoke", post(tokens::api_revoke))
         .route("/api/v1/defenders/{id}/events", get(api::list_events))
         .route(
             "/api/v1/defenders/{id}/observations",
