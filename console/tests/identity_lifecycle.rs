@@ -68,6 +68,7 @@ fn link_config(bundle: &str, dir: &Path, host: &str) -> LinkConfig {
         },
         outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
         policy: None,
+        capture: None,
     }
 }
 
@@ -93,6 +94,7 @@ fn hello() -> DefenderMessage {
             metadata: Some(metadata("raw")),
             agent_version: "test".into(),
             mode: Mode::Standalone as i32,
+            capture: None,
             last_acked_seq: 0,
         })),
     }
@@ -872,6 +874,7 @@ async fn a_defender_keeps_its_id_across_renewals_and_without_its_enrollment_toke
         backoff: Backoff::default(),
         outbox,
         policy: None,
+        capture: None,
     });
     assert_eq!(wait_connected(&link).await, id);
     let list = defenders(&console, &token, "").await;
