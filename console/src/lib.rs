@@ -3,8 +3,10 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod fargate;
 pub mod grpc;
+pub mod limits;
 pub mod pki;
 pub mod policy_feed;
 pub mod secrets;

@@ -60,7 +60,8 @@ impl Enrollment for EnrollmentApi {
             .ca
             .issue_client(&req.csr_pem, &id, self.state.client_cert_validity)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let metadata = req.metadata.unwrap_or_default();
+        let mut metadata = req.metadata.unwrap_or_default();
+        crate::limits::bound_metadata(&mut metadata);
         self.state
             .store
             .insert_defender(&NewDefender {
