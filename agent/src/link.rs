@@ -1,7 +1,8 @@
 //! The Defender's link to the Console: enroll when needed, hold the one mTLS Connect stream,
 //! heartbeat at the interval the Console sets, send the spool's events (replaying everything
 //! after the Console's last stored seq), delete what the Console acks, and reconnect with capped
-//! exponential backoff plus jitter whenever the stream is lost.
+//! exponential backoff plus jitter whenever the stream is lost. The backoff is reset only after
+//! a stream that worked (events acked, or up for a while) and was not ended by a refusal.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -103,6 +104,10 @@ enum StreamEnd {
     IdentityRejected(String),
     /// This Defender was decommissioned.
     Decommissioned(String),
+    /// The Console refused what this Defender sent (a batch it will not store, an oversized
+    /// message): nothing of it was acked, so it stays spooled. Retried with backoff, which is
+    /// not reset, so a refusal that repeats cannot become a tight reconnect loop.
+    Refused(String),
 }
 
 async fn run(cfg: LinkConfig, state: watch::Sender<LinkState>) {
@@ -116,8 +121,10 @@ async fn run(cfg: LinkConfig, state: watch::Sender<LinkState>) {
                 identity::enroll(&id_dir, &cfg.bundle, cfg.metadata.clone(), cfg.mode).await
             }
         };
+        let started = tokio::time::Instant::now();
+        let mut acked = false;
         let end = match identity {
-            Ok(id) => stream(&cfg, &id, &state).await,
+            Ok(id) => stream(&cfg, &id, &state, &mut acked).await,
             Err(e) => {
                 let hint = if e.is_permanent() {
                     " (check the install bundle's token)"
@@ -127,15 +134,25 @@ async fn run(cfg: LinkConfig, state: watch::Sender<LinkState>) {
                 StreamEnd::Lost(format!("enrollment failed: {e}{hint}"))
             }
         };
+        // Only a stream that worked resets the backoff (it had events acked, or stayed up for
+        // a while): one that is refused or cut right after Welcome must not turn into
+        // reconnecting several times a second.
+        let stable = matches!(*state.borrow(), LinkState::Connected { .. })
+            && !matches!(end, StreamEnd::Refused(_))
+            && (acked || started.elapsed() >= cfg.backoff.max.min(STABLE_STREAM));
         let reason = match end {
             StreamEnd::Lost(r) => r,
+            StreamEnd::Refused(r) => {
+                tracing::error!("the Console refused this Defender's data: {r}");
+                format!("the Console refused this Defender's data ({r})")
+            }
             StreamEnd::IdentityRejected(r) => {
                 identity::forget(&id_dir);
                 format!("the Console rejected this Defender's certificate ({r}); enrolling again")
             }
             StreamEnd::Decommissioned(r) => format!("the Console refuses this Defender: {r}"),
         };
-        if matches!(*state.borrow(), LinkState::Connected { .. }) {
+        if stable {
             delay = cfg.backoff.initial;
         }
         let wait = jitter(delay);
@@ -154,7 +171,16 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState>) -> StreamEnd {
+/// A stream open this long counts as working even if nothing was acked on it.
+const STABLE_STREAM: Duration = Duration::from_secs(10);
+
+/// Holds one Connect stream until it ends; `acked` turns true once the Console acked events.
+async fn stream(
+    cfg: &LinkConfig,
+    id: &Identity,
+    state: &watch::Sender<LinkState>,
+    acked: &mut bool,
+) -> StreamEnd {
     let channel = match transport::channel(&cfg.bundle, Some(id)).await {
         Ok(c) => c,
         Err(e) => return StreamEnd::Lost(e.to_string()),
@@ -256,6 +282,7 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => match m.msg {
                     Some(console_message::Msg::Ack(ack)) => {
+                        *acked = true;
                         if let Err(e) = outbox.spool().ack(ack.up_to_seq) {
                             return StreamEnd::Lost(format!("spool: {e}"));
                         }
@@ -348,6 +375,10 @@ fn classify(s: &tonic::Status) -> StreamEnd {
     match s.code() {
         tonic::Code::Unauthenticated => StreamEnd::IdentityRejected(describe_status(s)),
         tonic::Code::PermissionDenied => StreamEnd::Decommissioned(s.message().to_owned()),
+        tonic::Code::InvalidArgument
+        | tonic::Code::OutOfRange
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::ResourceExhausted => StreamEnd::Refused(describe_status(s)),
         _ => StreamEnd::Lost(describe_status(s)),
     }
 }

@@ -474,3 +474,71 @@ async fn bad_seq_and_time_are_refused_and_do_not_poison_the_defender() {
         .collect();
     assert_eq!(seqs, vec![2, 1], "only the good events are stored");
 }
+
+/// Item 2, the Defender's side: a batch the Console refuses (here an event whose clock reads
+/// 1970) is kept in the spool and retried with growing backoff, not in a tight reconnect loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_batch_backs_off_instead_of_reconnecting_in_a_tight_loop() {
+    use defender::link::{Backoff, Link, LinkConfig, LinkState};
+    use defender::outbox::Outbox;
+    use defender::spool::SpoolConfig;
+
+    let data = tempfile::tempdir().unwrap();
+    let agent = tempfile::tempdir().unwrap();
+    let console = common::start_console(data.path(), Duration::from_millis(200)).await;
+    let bundle = InstallBundle::decode(&common::bundle_b64(data.path(), &console).await).unwrap();
+    let outbox = Outbox::open(&agent.path().join("spool"), SpoolConfig::default()).unwrap();
+    outbox
+        .push(process_event(0, 5, vec![b"true".to_vec()]))
+        .expect("spooled");
+    let link = Link::spawn(LinkConfig {
+        bundle,
+        data_dir: agent.path().to_owned(),
+        mode: Mode::Standalone,
+        metadata: metadata("refused"),
+        backoff: Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+        },
+        outbox: outbox.clone(),
+        policy: None,
+    });
+    let mut state = link.state();
+    let reason = tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(
+            |s| matches!(s, LinkState::Disconnected { reason } if reason.contains("refused")),
+        ),
+    )
+    .await
+    .expect("the refusal reaches the link")
+    .unwrap()
+    .clone();
+    assert!(
+        format!("{reason:?}").contains("plausible range"),
+        "{reason:?}"
+    );
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions")
+            .fetch_one(console.store.pool())
+            .await
+            .unwrap()
+    };
+    // Measure the reconnect rate over a window: doubling from 50 ms allows about 6 streams in
+    // 4 s; the old behaviour (backoff reset after every Welcome) made about 40.
+    let before = sessions().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let streams = sessions().await - before;
+    assert!(
+        streams <= 8,
+        "{streams} streams in 4 s: a tight reconnect loop"
+    );
+    // Nothing was stored or acked; the event is still spooled for when the cause is fixed.
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(console.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    assert_eq!(outbox.stats().pending, 1, "the refused event stays spooled");
+    link.stop();
+}
