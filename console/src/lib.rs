@@ -7,6 +7,7 @@ pub mod clock;
 pub mod fargate;
 pub mod grpc;
 pub mod limits;
+pub mod listen;
 pub mod pki;
 pub mod policy_feed;
 pub mod secrets;

@@ -17,6 +17,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Serve(args) => {
+            // Before any socket exists: the connection caps are derived from it.
+            defender_console::listen::raise_nofile_limit();
             let grpc = TcpListener::bind(&args.grpc_listen)
                 .await
                 .with_context(|| format!("binding gRPC listener {}", args.grpc_listen))?;
@@ -35,7 +37,24 @@ async fn main() -> anyhow::Result<()> {
                 client_cert_validity: args.client_cert_validity,
                 admin_password: args.admin_password,
             };
-            let mut console = server::start(cfg, grpc, http).await?;
+            let http_limits = defender_console::listen::ListenerLimits {
+                max_connections: args.http_max_connections,
+                header_timeout: args.http_header_timeout,
+                body_timeout: args.http_body_timeout,
+            };
+            let grpc_limits = defender_console::listen::ListenerLimits {
+                max_connections: args.grpc_max_connections.unwrap_or_else(|| {
+                    defender_console::listen::grpc_budget(args.http_max_connections)
+                }),
+                ..http_limits
+            };
+            let edge = server::EdgeConfig {
+                http: http_limits,
+                grpc: grpc_limits,
+                public_url: args.public_url,
+                http_tls: args.http_tls_cert.zip(args.http_tls_key),
+            };
+            let mut console = server::start_with_edge(cfg, edge, grpc, http).await?;
             console.forward_audits(webhooks, Default::default()).await?;
             if let Some(pw) = &console.generated_admin_password {
                 // Printed once, on the terminal only (never logged): only its hash is stored.

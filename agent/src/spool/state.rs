@@ -2,6 +2,7 @@
 //! increasing after segments are deleted. Written atomically (tmp file, fsync, rename).
 
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -106,6 +107,7 @@ pub(crate) fn store(dir: &Path, s: &State, durable: bool) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(&encode(s))?;
         if durable {

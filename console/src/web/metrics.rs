@@ -51,6 +51,7 @@ pub async fn metrics(State(state): State<WebState>) -> Response {
          # TYPE defender_console_events_stored_total gauge\n\
          defender_console_events_stored_total {events}"
     );
+    crate::listen::write_metrics(&mut out, &state.edge);
     let _ = writeln!(
         out,
         "# HELP defender_console_build_info Version of this Console.\n\
