@@ -44,6 +44,20 @@ pub const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
 /// How far past the Console's clock an event time may be (clock skew between hosts).
 pub const MAX_EVENT_FUTURE_MS: i64 = 24 * 3_600_000;
 
+/// Makes the allocator hand every buffer of 256 KiB or more straight back to the system when it
+/// is freed. glibc raises its mmap threshold after the first large free (up to 32 MiB), after
+/// which multi-MiB message buffers (a Defender's 4 MiB batch) come from the heap arenas and their
+/// memory stays with the process: RSS then grows with every large message, never shrinking. A
+/// fixed threshold keeps RSS close to what is in use. No-op on other C libraries (musl returns
+/// large allocations by itself).
+pub fn return_large_buffers_to_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable, under malloc's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Why a whole batch is refused (nothing of it is stored or acked).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {

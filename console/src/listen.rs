@@ -115,7 +115,7 @@ fn nofile_soft() -> Option<u64> {
     };
     // SAFETY: getrlimit writes the struct it is given; nothing else is touched.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0).then_some(lim.rlim_cur as u64)
+    (rc == 0).then_some(lim.rlim_cur)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (the default soft limit, often 1024, is
@@ -150,12 +150,12 @@ pub fn raise_nofile_limit() -> Option<u64> {
         }
     }
     tracing::info!(
-        before = before as u64,
-        now = lim.rlim_cur as u64,
-        hard = lim.rlim_max as u64,
+        before,
+        now = lim.rlim_cur,
+        hard = lim.rlim_max,
         "file descriptor limit (RLIMIT_NOFILE)"
     );
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 /// The gRPC listener's share of the descriptor limit: all of it but [`RESERVED_FDS`] and the

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    defender_console::limits::return_large_buffers_to_os();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -382,6 +382,23 @@ async fn string_size_attack_keeps_memory_and_pages_bounded() {
         eprintln!("{p}: {} bytes", body.len());
         assert!(body.len() <= PAGE_BUDGET, "{p} is {} bytes", body.len());
     }
+    // The list is paginated: a page holds `limit` Defenders and says where the next one is.
+    let Auth::Token(t) = &token else {
+        unreachable!()
+    };
+    let page = http
+        .get(console.url("/api/v1/defenders?limit=5&offset=5"))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["x-total-count"], "21");
+    assert_eq!(
+        page.headers()["link"],
+        "</api/v1/defenders?limit=5&offset=10>; rel=\"next\""
+    );
+    let page: serde_json::Value = page.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 5);
     let after = console.rss();
     eprintln!(
         "console RSS: idle {} KiB, after the attack {} KiB ({:.2}x)",

@@ -3,7 +3,7 @@
 //!
 //! | Route                                   | Answer                                              |
 //! |-----------------------------------------|-----------------------------------------------------|
-//! | `GET /api/v1/defenders[?connected=…]`   | `[Defender]`                                        |
+//! | `GET /api/v1/defenders[?connected=…&limit=…&offset=…]` | `[Defender]` (`X-Total-Count`, `Link: rel="next"`) |
 //! | `GET /api/v1/defenders/{id}`            | `Defender` (404 when unknown)                       |
 //! | `GET /api/v1/defenders/{id}/events`     | `[Event]`, newest first (filters as below)          |
 //! | `GET /api/v1/defenders/{id}/observations` | executables, listening sockets, destinations      |
@@ -142,9 +142,17 @@ fn bad_query(rejection: &QueryRejection) -> Response {
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     connected: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
-/// `GET /api/v1/defenders[?connected=true|false]`: the Defenders of Manage > Defenders.
+/// Default and largest `limit` of `GET /api/v1/defenders`.
+pub const MAX_DEFENDERS: usize = 1000;
+
+/// `GET /api/v1/defenders[?connected=true|false][&limit=1..=1000][&offset=N]`: the Defenders of
+/// Manage > Defenders, newest stream first, at most `limit` (default 1000) from `offset`. The
+/// answer is the array; `X-Total-Count` gives how many match, and `Link: <…>; rel="next"` the
+/// next page when there is one.
 pub async fn list_defenders(
     State(state): State<WebState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -172,14 +180,50 @@ pub async fn list_defenders(
         Ok(c) => c,
         Err(e) => return internal(&e),
     };
-    let list: Vec<DefenderJson> = defenders
+    let number = |v: Option<&str>, what: &str, range: std::ops::RangeInclusive<usize>| {
+        v.map_or(Ok(None), |v| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .map(Some)
+                .ok_or_else(|| format!("{what} must be an integer in {range:?}"))
+        })
+    };
+    let (limit, offset) = match (
+        number(query.limit.as_deref(), "limit", 1..=MAX_DEFENDERS),
+        number(query.offset.as_deref(), "offset", 0..=usize::MAX),
+    ) {
+        (Ok(l), Ok(o)) => (l.unwrap_or(MAX_DEFENDERS), o.unwrap_or(0)),
+        (Err(e), _) | (_, Err(e)) => return api_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let matching: Vec<&DefenderRecord> = defenders
         .iter()
+        .filter(|d| connected.is_none_or(|want| status_of(d, now).connected == want))
+        .collect();
+    let total = matching.len();
+    let list: Vec<DefenderJson> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit)
         .map(|d| {
             DefenderJson::new(d, now).with_audits(audits.get(&d.id).copied().unwrap_or_default())
         })
-        .filter(|d| connected.is_none_or(|want| d.connected == want))
         .collect();
-    Json(list).into_response()
+    let mut res = Json(list).into_response();
+    let headers = res.headers_mut();
+    headers.insert("x-total-count", total.into());
+    if offset.saturating_add(limit) < total {
+        let mut next = format!("</api/v1/defenders?limit={limit}&offset={}", offset + limit);
+        if let Some(c) = connected {
+            next.push_str(&format!("&connected={c}"));
+        }
+        next.push_str(">; rel=\"next\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&next) {
+            headers.insert(axum::http::header::LINK, v);
+        }
+    }
+    res
 }
 
 /// `GET /api/v1/defenders/{id}`: one Defender, whatever its age (404 when unknown).
