@@ -142,6 +142,16 @@ pub struct ServeArgs {
     /// PEM private key of --http-tls-cert.
     #[arg(long, env = "CONSOLE_HTTP_TLS_KEY", requires = "http_tls_cert")]
     pub http_tls_key: Option<PathBuf>,
+    /// Serve the UI/API over HTTPS with a certificate from the Console's own CA for this host
+    /// name or IP (repeatable, comma-separated); browsers must trust the CA (`ca.pem` in the
+    /// data directory). Without --http-tls-cert only.
+    #[arg(
+        long,
+        env = "CONSOLE_HTTP_TLS_HOST",
+        value_delimiter = ',',
+        conflicts_with = "http_tls_cert"
+    )]
+    pub http_tls_host: Vec<String>,
 }
 
 /// `bundle` options.

@@ -490,35 +490,38 @@ pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_rustls::TlsAcceptor, TlsFilesError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|source| TlsFilesError::Read {
             path: p.to_owned(),
             source,
         })
     };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    tls_acceptor_from_pem(&read(cert)?, &read(key)?)
+        .map_err(|e| TlsFilesError::Invalid(format!("{} / {}: {e}", cert.display(), key.display())))
+}
+
+/// The HTTPS listener's acceptor from a PEM certificate chain and key (HTTP/1.1 only).
+pub fn tls_acceptor_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsFilesError::Invalid(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| e.to_string())?;
     if chain.is_empty() {
-        return Err(TlsFilesError::Invalid(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
+        return Err("no certificate".into());
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| TlsFilesError::Invalid(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| e.to_string())?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| TlsFilesError::Invalid(e.to_string()))?
+    .map_err(|e| e.to_string())?
     .with_no_client_auth()
     .with_single_cert(chain, key)
-    .map_err(|e| TlsFilesError::Invalid(e.to_string()))?;
+    .map_err(|e| e.to_string())?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 grpc: grpc_limits,
                 public_url: args.public_url,
                 http_tls: args.http_tls_cert.zip(args.http_tls_key),
+                http_tls_ca_hosts: args.http_tls_host,
             };
             let mut console = server::start_with_edge(cfg, edge, grpc, http).await?;
             console.forward_audits(webhooks, Default::default()).await?;

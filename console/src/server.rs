@@ -59,6 +59,10 @@ pub struct EdgeConfig {
     pub public_url: Option<String>,
     /// Certificate chain and key (PEM files) to serve the UI/API over HTTPS directly.
     pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// Serve the UI/API over HTTPS with a certificate from the Console's own CA for these host
+    /// names or IPs (issued at every start; browsers must trust the CA, `ca.pem`). Ignored when
+    /// `http_tls` is given.
+    pub http_tls_ca_hosts: Vec<String>,
 }
 
 impl Default for EdgeConfig {
@@ -68,6 +72,7 @@ impl Default for EdgeConfig {
             grpc: crate::listen::ListenerLimits::grpc_default(),
             public_url: None,
             http_tls: None,
+            http_tls_ca_hosts: Vec::new(),
         }
     }
 }
@@ -167,8 +172,16 @@ pub async fn start_with_edge(
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 ) -> Result<RunningConsole, ServerError> {
+    let (store, ca) = open_data_dir(&cfg.data_dir).await?;
     let tls = match &edge.http_tls {
         Some((cert, key)) => Some(crate::listen::tls_acceptor(cert, key)?),
+        None if !edge.http_tls_ca_hosts.is_empty() => {
+            let id = ca.server_identity(&edge.http_tls_ca_hosts)?;
+            Some(
+                crate::listen::tls_acceptor_from_pem(id.cert_pem.as_bytes(), id.key_pem.as_bytes())
+                    .map_err(crate::listen::TlsFilesError::Invalid)?,
+            )
+        }
         None => None,
     };
     let secure_cookies = tls.is_some()
@@ -177,7 +190,6 @@ pub async fn start_with_edge(
             .as_deref()
             .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
     let edge_stats = Arc::new(crate::listen::EdgeStats::default());
-    let (store, ca) = open_data_dir(&cfg.data_dir).await?;
     let generated_admin_password = store.ensure_admin(cfg.admin_password.as_deref()).await?;
     let mut sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
     for s in &cfg.sans {
@@ -224,6 +236,7 @@ pub async fn start_with_edge(
         policy: policy.clone(),
         edge: edge_stats.clone(),
     };
+    let http_tls = tls.is_some();
     let http_edge = web::HttpEdge {
         limits: edge.http,
         tls,
@@ -241,7 +254,7 @@ pub async fn start_with_edge(
         sans = ?sans,
         http_max_connections = edge.http.max_connections,
         grpc_max_connections = edge.grpc.max_connections,
-        https = secure_cookies && edge.http_tls.is_some(),
+        https = http_tls,
         "console started"
     );
     Ok(RunningConsole {

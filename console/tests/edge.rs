@@ -427,6 +427,32 @@ async fn https_listener_and_public_url_make_cookies_secure() {
         "plain HTTP served on the HTTPS listener"
     );
 
+    // Or with a certificate from the Console's own CA for a named host (trust ca.pem).
+    let ca_data = tempfile::tempdir().unwrap();
+    let console = start(
+        ca_data.path(),
+        EdgeConfig {
+            http_tls_ca_hosts: vec!["localhost".to_owned()],
+            ..EdgeConfig::default()
+        },
+    )
+    .await;
+    let ca_der = {
+        use rustls::pki_types::pem::PemObject as _;
+        rustls::pki_types::CertificateDer::from_pem_file(ca_data.path().join("ca.pem")).unwrap()
+    };
+    let login = https_request(
+        console.http_addr,
+        &ca_der,
+        &login_request(common::ADMIN_PASSWORD),
+    )
+    .await;
+    let cookies = set_cookie_lines(&login);
+    assert!(
+        !cookies.is_empty() && cookies.iter().all(|c| c.contains("; Secure")),
+        "{login:.300}"
+    );
+
     // Behind a TLS proxy: --public-url https://… marks the cookie Secure on plain HTTP too;
     // without it, a plain-HTTP Console does not (the browser would drop a Secure cookie).
     for (public_url, secure) in [(Some("https://console.example.com"), true), (None, false)] {
