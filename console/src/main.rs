@@ -49,6 +49,11 @@ async fn main() -> anyhow::Result<()> {
                 }),
                 ..http_limits
             };
+            let scheme = if args.http_tls_cert.is_some() || !args.http_tls_host.is_empty() {
+                "https"
+            } else {
+                "http"
+            };
             let edge = server::EdgeConfig {
                 http: http_limits,
                 grpc: grpc_limits,
@@ -61,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(pw) = &console.generated_admin_password {
                 // Printed once, on the terminal only (never logged): only its hash is stored.
                 eprintln!(
-                    "\n  First start: log in at http://{} as user `admin` with password:\n\n      {pw}\n\n  It is shown only this once.\n",
+                    "\n  First start: log in at {scheme}://{} as user `admin` with password:\n\n      {pw}\n\n  It is shown only this once.\n",
                     console.http_addr
                 );
             }
