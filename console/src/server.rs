@@ -107,7 +107,11 @@ pub async fn open_data_dir(dir: &Path) -> Result<(Store, CertAuthority), ServerE
         source,
     };
     std::fs::create_dir_all(dir).map_err(data_dir_err)?;
-    restrict(dir, 0o700).map_err(data_dir_err)?;
+    if let Err(e) = restrict(dir, 0o700) {
+        // A directory owned by another user (a mounted volume) cannot be chmod-ed by us; the
+        // files in it still are private.
+        tracing::warn!(path = %dir.display(), error = %e, "could not make the data directory 0700");
+    }
     let db = dir.join(crate::store::DB_FILE);
     {
         use std::os::unix::fs::OpenOptionsExt;
