@@ -131,15 +131,17 @@ pub async fn enroll(
 }
 
 fn save(dir: &Path, bundle: &InstallBundle, id: &Identity) -> Result<(), IdentityError> {
-    fs::create_dir_all(dir)
-        .and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        })
-        .map_err(|source| IdentityError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+    fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The key file is 0600 in any case; the directory too where we own it.
+        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), "could not make the identity directory 0700: {e}");
+        }
+    }
     write(&dir.join("key.pem"), id.key_pem.as_bytes(), 0o600)?;
     write(&dir.join("cert.pem"), id.cert_pem.as_bytes(), 0o644)?;
     let meta = IdentityFile {

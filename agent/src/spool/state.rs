@@ -2,8 +2,8 @@
 //! increasing after segments are deleted. Written atomically (tmp file, fsync, rename).
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Name of the state file inside the spool directory.
