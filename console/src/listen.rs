@@ -191,8 +191,8 @@ impl AcceptBackoff {
 
     async fn failed(&mut self, listener: &str, stats: &ListenerStats, e: &std::io::Error) {
         let n = stats.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        // Logged on the first failure of a run and then at the longest delay only.
-        if self.delay == Self::FIRST || self.delay == Self::MAX {
+        // Logged on the first failure of a run, then about once a minute while it lasts.
+        if self.delay == Self::FIRST || n.is_multiple_of(60) {
             tracing::error!(
                 listener,
                 error = %e,
