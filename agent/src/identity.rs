@@ -233,6 +233,13 @@ fn save(dir: &Path, bundle: &InstallBundle, id: &Identity) -> Result<(), Identit
         path: dir.to_owned(),
         source,
     })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The key file is 0600 in any case; the directory too where we own it.
+        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), "could not make the identity directory 0700: {e}");
+        }
+    }
     let meta = IdentityFile {
         defender_id: id.defender_id.clone(),
         console_addr: bundle.console_addr.clone(),

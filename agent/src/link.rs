@@ -1,7 +1,8 @@
 //! The Defender's link to the Console: enroll when needed, hold the one mTLS Connect stream,
 //! heartbeat at the interval the Console sets, send the spool's events (replaying everything
 //! after the Console's last stored seq), delete what the Console acks, and reconnect with capped
-//! exponential backoff plus jitter whenever the stream is lost.
+//! exponential backoff plus jitter whenever the stream is lost. The backoff is reset only after
+//! a stream that worked (events acked, or up for a while) and was not ended by a refusal.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -127,6 +128,10 @@ enum StreamEnd {
     Decommissioned(String),
     /// Another stream with this identity took over (the Console keeps the newest).
     Superseded(String),
+    /// The Console refused what this Defender sent (a batch it will not store, an oversized
+    /// message): nothing of it was acked, so it stays spooled. Retried with backoff, which is
+    /// not reset, so a refusal that repeats cannot become a tight reconnect loop.
+    Refused(String),
 }
 
 async fn run(
@@ -156,8 +161,10 @@ async fn run(
                 !same
             });
         }
+        let started = tokio::time::Instant::now();
+        let mut acked = false;
         let end = match identity {
-            Ok(id) => stream(&cfg, &id, &state).await,
+            Ok(id) => stream(&cfg, &id, &state, &mut acked).await,
             Err(e) => {
                 let hint = if e.is_permanent() {
                     " (check the install bundle's token)"
@@ -167,13 +174,21 @@ async fn run(
                 StreamEnd::Lost(format!("enrollment failed: {e}{hint}"))
             }
         };
-        // Two holders of one identity would take the stream from each other forever: after
-        // being superseded the delay keeps growing instead of starting over.
-        let superseded = matches!(end, StreamEnd::Superseded(_));
+        // Only a stream that worked resets the backoff (it had events acked, or stayed up for
+        // a while): one that is refused or cut right after Welcome must not turn into
+        // reconnecting several times a second. Two holders of one identity would take the
+        // stream from each other forever: after being superseded the delay keeps growing too.
+        let stable = matches!(*state.borrow(), LinkState::Connected { .. })
+            && !matches!(end, StreamEnd::Refused(_) | StreamEnd::Superseded(_))
+            && (acked || started.elapsed() >= cfg.backoff.max.min(STABLE_STREAM));
         let reason = match end {
             StreamEnd::Lost(r) => r,
             StreamEnd::Superseded(r) => {
                 format!("{r}: another process uses this Defender's identity")
+            }
+            StreamEnd::Refused(r) => {
+                tracing::error!("the Console refused this Defender's data: {r}");
+                format!("the Console refused this Defender's data ({r})")
             }
             StreamEnd::IdentityRejected(r) => {
                 identity::forget(&id_dir);
@@ -182,7 +197,7 @@ async fn run(
             }
             StreamEnd::Decommissioned(r) => format!("the Console refuses this Defender: {r}"),
         };
-        if matches!(*state.borrow(), LinkState::Connected { .. }) && !superseded {
+        if stable {
             delay = cfg.backoff.initial;
         }
         let wait = jitter(delay);
@@ -252,7 +267,16 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState>) -> StreamEnd {
+/// A stream open this long counts as working even if nothing was acked on it.
+const STABLE_STREAM: Duration = Duration::from_secs(10);
+
+/// Holds one Connect stream until it ends; `acked` turns true once the Console acked events.
+async fn stream(
+    cfg: &LinkConfig,
+    id: &Identity,
+    state: &watch::Sender<LinkState>,
+    acked: &mut bool,
+) -> StreamEnd {
     let channel = match transport::channel(&cfg.bundle, Some(id)).await {
         Ok(c) => c,
         Err(e) => return StreamEnd::Lost(e.to_string()),
@@ -355,6 +379,7 @@ async fn stream(cfg: &LinkConfig, id: &Identity, state: &watch::Sender<LinkState
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => match m.msg {
                     Some(console_message::Msg::Ack(ack)) => {
+                        *acked = true;
                         if let Err(e) = outbox.spool().ack(ack.up_to_seq) {
                             return StreamEnd::Lost(format!("spool: {e}"));
                         }
@@ -450,6 +475,10 @@ fn classify(s: &tonic::Status) -> StreamEnd {
         tonic::Code::Unauthenticated => StreamEnd::IdentityRejected(describe_status(s)),
         tonic::Code::PermissionDenied => StreamEnd::Decommissioned(s.message().to_owned()),
         tonic::Code::Aborted => StreamEnd::Superseded(s.message().to_owned()),
+        tonic::Code::InvalidArgument
+        | tonic::Code::OutOfRange
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::ResourceExhausted => StreamEnd::Refused(describe_status(s)),
         _ => StreamEnd::Lost(describe_status(s)),
     }
 }

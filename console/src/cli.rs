@@ -193,6 +193,39 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub audit_webhook_headers: Vec<String>,
+    /// Connections the UI/API listener serves at once; more are answered `503` and closed.
+    #[arg(long, env = "CONSOLE_HTTP_MAX_CONNECTIONS", default_value_t = crate::listen::DEFAULT_HTTP_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
+    /// Connections the gRPC listener serves at once (one per Defender); more are closed.
+    /// Default: the file descriptor limit less the HTTP cap and 64 reserved descriptors.
+    #[arg(long, env = "CONSOLE_GRPC_MAX_CONNECTIONS")]
+    pub grpc_max_connections: Option<usize>,
+    /// Time an HTTP client has to send a request's headers (and the TLS handshake).
+    #[arg(long, env = "CONSOLE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// Time an HTTP client has to send a request's body.
+    #[arg(long, env = "CONSOLE_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+    /// URL operators reach the UI at, e.g. `https://console.example.com` behind a TLS proxy;
+    /// with `https://`, the session cookie is marked `Secure`.
+    #[arg(long, env = "CONSOLE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Serve the UI/API over HTTPS with this PEM certificate chain (needs --http-tls-key).
+    #[arg(long, env = "CONSOLE_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, env = "CONSOLE_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// Serve the UI/API over HTTPS with a certificate from the Console's own CA for this host
+    /// name or IP (repeatable, comma-separated); browsers must trust the CA (`ca.pem` in the
+    /// data directory). Without --http-tls-cert only.
+    #[arg(
+        long,
+        env = "CONSOLE_HTTP_TLS_HOST",
+        value_delimiter = ',',
+        conflicts_with = "http_tls_cert"
+    )]
+    pub http_tls_host: Vec<String>,
 }
 
 /// `bundle` options.

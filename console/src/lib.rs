@@ -4,9 +4,12 @@
 pub mod admin;
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod fargate;
 pub mod grpc;
 pub mod lifecycle;
+pub mod limits;
+pub mod listen;
 pub mod pki;
 pub mod policy_feed;
 pub mod ratelimit;

@@ -11,11 +11,14 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    defender_console::limits::return_large_buffers_to_os();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Serve(args) => {
+            // Before any socket exists: the connection caps are derived from it.
+            defender_console::listen::raise_nofile_limit();
             let grpc = TcpListener::bind(&args.grpc_listen)
                 .await
                 .with_context(|| format!("binding gRPC listener {}", args.grpc_listen))?;
@@ -44,12 +47,35 @@ async fn main() -> anyhow::Result<()> {
                 },
                 ..Default::default()
             };
-            let mut console = server::start_with(cfg, lifecycle, grpc, http).await?;
+            let http_limits = defender_console::listen::ListenerLimits {
+                max_connections: args.http_max_connections,
+                header_timeout: args.http_header_timeout,
+                body_timeout: args.http_body_timeout,
+            };
+            let grpc_limits = defender_console::listen::ListenerLimits {
+                max_connections: args.grpc_max_connections.unwrap_or_else(|| {
+                    defender_console::listen::grpc_budget(args.http_max_connections)
+                }),
+                ..http_limits
+            };
+            let scheme = if args.http_tls_cert.is_some() || !args.http_tls_host.is_empty() {
+                "https"
+            } else {
+                "http"
+            };
+            let edge = server::EdgeConfig {
+                http: http_limits,
+                grpc: grpc_limits,
+                public_url: args.public_url,
+                http_tls: args.http_tls_cert.zip(args.http_tls_key),
+                http_tls_ca_hosts: args.http_tls_host,
+            };
+            let mut console = server::start_full(cfg, lifecycle, edge, grpc, http).await?;
             console.forward_audits(webhooks, Default::default()).await?;
             if let Some(pw) = &console.generated_admin_password {
                 // Printed once, on the terminal only (never logged): only its hash is stored.
                 eprintln!(
-                    "\n  First start: log in at http://{} as user `admin` with password:\n\n      {pw}\n\n  It is shown only this once.\n",
+                    "\n  First start: log in at {scheme}://{} as user `admin` with password:\n\n      {pw}\n\n  It is shown only this once.\n",
                     console.http_addr
                 );
             }

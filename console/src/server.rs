@@ -34,6 +34,8 @@ pub enum ServerError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("HTTPS listener: {0}")]
+    HttpTls(#[from] crate::listen::TlsFilesError),
 }
 
 /// Settings of a running Console.
@@ -47,6 +49,35 @@ pub struct ServeConfig {
     pub admin_password: Option<String>,
 }
 
+/// The Console's network edge: connection caps and timeouts of both listeners, HTTPS on the
+/// UI/API listener, cookie security. [`start`] uses the defaults.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    pub http: crate::listen::ListenerLimits,
+    pub grpc: crate::listen::ListenerLimits,
+    /// The URL operators reach the UI at (`--public-url`); `https://…` marks cookies `Secure`
+    /// (a TLS-terminating proxy in front of a plain HTTP listener).
+    pub public_url: Option<String>,
+    /// Certificate chain and key (PEM files) to serve the UI/API over HTTPS directly.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// Serve the UI/API over HTTPS with a certificate from the Console's own CA for these host
+    /// names or IPs (issued at every start; browsers must trust the CA, `ca.pem`). Ignored when
+    /// `http_tls` is given.
+    pub http_tls_ca_hosts: Vec<String>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            http: crate::listen::ListenerLimits::http_default(),
+            grpc: crate::listen::ListenerLimits::grpc_default(),
+            public_url: None,
+            http_tls: None,
+            http_tls_ca_hosts: Vec::new(),
+        }
+    }
+}
+
 /// A started Console.
 pub struct RunningConsole {
     pub grpc_addr: SocketAddr,
@@ -58,6 +89,8 @@ pub struct RunningConsole {
     pub policy: PolicyFeed,
     /// Live streams, rate limits, decommissioning and retention figures.
     pub lifecycle: Arc<Lifecycle>,
+    /// Connection counters of both listeners (also on `/metrics`).
+    pub edge: Arc<crate::listen::EdgeStats>,
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
@@ -68,15 +101,47 @@ pub struct RunningConsole {
 /// SANs every server certificate carries, so local Defenders can always connect.
 pub const DEFAULT_SANS: [&str; 2] = ["localhost", "127.0.0.1"];
 
-/// Opens the data directory: creates it, the CA and the database when missing.
+/// Opens the data directory: creates it, the CA and the database when missing. The directory
+/// is made 0700 and the database files 0600 (they hold the CA key, password and token hashes,
+/// and everything Defenders reported), whatever the umask.
 pub async fn open_data_dir(dir: &Path) -> Result<(Store, CertAuthority), ServerError> {
-    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+    let data_dir_err = |source| ServerError::DataDir {
         path: dir.to_owned(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(dir).map_err(data_dir_err)?;
+    if let Err(e) = restrict(dir, 0o700) {
+        // A directory owned by another user (a mounted volume) cannot be chmod-ed by us; the
+        // files in it still are private.
+        tracing::warn!(path = %dir.display(), error = %e, "could not make the data directory 0700");
+    }
+    let db = dir.join(crate::store::DB_FILE);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the
+        // database file's mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&db)
+            .map_err(data_dir_err)?;
+    }
     let ca = CertAuthority::load_or_create(dir)?;
     let store = Store::open(dir).await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.join(format!("{}{suffix}", crate::store::DB_FILE));
+        if path.exists() {
+            restrict(&path, 0o600).map_err(data_dir_err)?;
+        }
+    }
     Ok((store, ca))
+}
+
+/// Sets `path`'s permission bits to `mode`.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Creates an enrollment token and returns the install bundle for it. The token expires after
@@ -103,15 +168,17 @@ pub async fn create_bundle(
     })
 }
 
-/// Starts the Console on already-bound listeners, with the default lifecycle settings.
+/// Starts the Console on already-bound listeners, with the default lifecycle settings and the
+/// default [`EdgeConfig`].
 pub async fn start(
     cfg: ServeConfig,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 ) -> Result<RunningConsole, ServerError> {
-    start_with(
+    start_full(
         cfg,
         LifecycleConfig::default(),
+        EdgeConfig::default(),
         grpc_listener,
         http_listener,
     )
@@ -119,15 +186,67 @@ pub async fn start(
 }
 
 /// Starts the Console on already-bound listeners with the given lifecycle settings (rate
-/// limits, retention, token life).
+/// limits, retention, token life) and the default [`EdgeConfig`].
 pub async fn start_with(
     cfg: ServeConfig,
     lifecycle: LifecycleConfig,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 ) -> Result<RunningConsole, ServerError> {
+    start_full(
+        cfg,
+        lifecycle,
+        EdgeConfig::default(),
+        grpc_listener,
+        http_listener,
+    )
+    .await
+}
+
+/// Starts the Console on already-bound listeners with the given network edge.
+pub async fn start_with_edge(
+    cfg: ServeConfig,
+    edge: EdgeConfig,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+) -> Result<RunningConsole, ServerError> {
+    start_full(
+        cfg,
+        LifecycleConfig::default(),
+        edge,
+        grpc_listener,
+        http_listener,
+    )
+    .await
+}
+
+/// Starts the Console on already-bound listeners with the given lifecycle settings and edge.
+pub async fn start_full(
+    cfg: ServeConfig,
+    lifecycle: LifecycleConfig,
+    edge: EdgeConfig,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+) -> Result<RunningConsole, ServerError> {
     let lifecycle = Arc::new(Lifecycle::new(lifecycle));
     let (store, ca) = open_data_dir(&cfg.data_dir).await?;
+    let tls = match &edge.http_tls {
+        Some((cert, key)) => Some(crate::listen::tls_acceptor(cert, key)?),
+        None if !edge.http_tls_ca_hosts.is_empty() => {
+            let id = ca.server_identity(&edge.http_tls_ca_hosts)?;
+            Some(
+                crate::listen::tls_acceptor_from_pem(id.cert_pem.as_bytes(), id.key_pem.as_bytes())
+                    .map_err(crate::listen::TlsFilesError::Invalid)?,
+            )
+        }
+        None => None,
+    };
+    let secure_cookies = tls.is_some()
+        || edge
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
+    let edge_stats = Arc::new(crate::listen::EdgeStats::default());
     let generated_admin_password = store.ensure_admin(cfg.admin_password.as_deref()).await?;
     let mut sans: Vec<String> = DEFAULT_SANS.iter().map(|s| s.to_string()).collect();
     for s in &cfg.sans {
@@ -172,6 +291,8 @@ pub async fn start_with(
         grpc_listener,
         grpc_state,
         identity,
+        edge.grpc,
+        edge_stats.clone(),
         wait_for(watch_rx.clone()),
     ));
     let web_state = WebState {
@@ -182,9 +303,29 @@ pub async fn start_with(
         sans: Arc::from(sans.clone()),
         policy: policy.clone(),
         lifecycle: lifecycle.clone(),
+        edge: edge_stats.clone(),
     };
-    let http = tokio::spawn(web::serve(http_listener, web_state, wait_for(watch_rx)));
-    tracing::info!(%grpc_addr, %http_addr, sans = ?sans, "console started");
+    let http_tls = tls.is_some();
+    let http_edge = web::HttpEdge {
+        limits: edge.http,
+        tls,
+        secure_cookies,
+    };
+    let http = tokio::spawn(web::serve(
+        http_listener,
+        web_state,
+        http_edge,
+        wait_for(watch_rx),
+    ));
+    tracing::info!(
+        %grpc_addr,
+        %http_addr,
+        sans = ?sans,
+        http_max_connections = edge.http.max_connections,
+        grpc_max_connections = edge.grpc.max_connections,
+        https = http_tls,
+        "console started"
+    );
     Ok(RunningConsole {
         grpc_addr,
         http_addr,
@@ -192,6 +333,7 @@ pub async fn start_with(
         store,
         policy,
         lifecycle,
+        edge: edge_stats,
         shutdown,
         grpc,
         http,

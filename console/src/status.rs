@@ -19,34 +19,50 @@ pub struct Status {
 }
 
 /// Derives the status of `d` at `now_ms`.
+///
+/// Robust to steps of the wall clock: the age of the last heartbeat is clamped at 0 (a step
+/// back makes it negative), and "Connected for" is the stream's monotonic open time at its last
+/// heartbeat (`session_alive_ms`) plus that clamped age, never `now - started_at`. So after a
+/// step either way, the duration is right again at the next heartbeat, and a step forward can
+/// show a live Defender as disconnected only until its next heartbeat.
 pub fn status_of(d: &DefenderRecord, now_ms: i64) -> Status {
     let last_seen_ms = d
         .session_ended_at
         .or(d.session_last_heartbeat)
         .unwrap_or(d.enrolled_at);
-    let connected = match (
+    let live = match (
         d.session_started_at,
         d.session_last_heartbeat,
         d.session_ended_at,
         d.session_interval_ms,
     ) {
-        (Some(_), Some(hb), None, Some(interval)) => now_ms - hb < MISSED_HEARTBEATS * interval,
-        _ => false,
+        (Some(started), Some(hb), None, Some(interval)) => {
+            let age = now_ms.saturating_sub(hb).max(0);
+            (age < MISSED_HEARTBEATS * interval).then(|| {
+                d.session_alive_ms
+                    .map_or(now_ms.saturating_sub(started), |alive| {
+                        alive.saturating_add(age)
+                    })
+                    .max(0)
+            })
+        }
+        _ => None,
     };
-    let (connected_since_ms, text) = if connected {
-        let since = d.session_started_at.unwrap_or(now_ms);
-        (
-            Some(since),
-            format!("Connected for {}", human_duration(now_ms - since)),
-        )
-    } else {
-        (
+    let (connected_since_ms, text) = match live {
+        Some(connected_for) => (
+            Some(now_ms.saturating_sub(connected_for)),
+            format!("Connected for {}", human_duration(connected_for)),
+        ),
+        None => (
             None,
-            format!("Disconnected for {}", human_duration(now_ms - last_seen_ms)),
-        )
+            format!(
+                "Disconnected for {}",
+                human_duration(now_ms.saturating_sub(last_seen_ms))
+            ),
+        ),
     };
     Status {
-        connected,
+        connected: live.is_some(),
         connected_since_ms,
         last_seen_ms,
         text,
@@ -136,6 +152,23 @@ mod tests {
         assert!(!s.connected);
         assert_eq!(s.last_seen_ms, 205_000);
         assert_eq!(s.text, "Disconnected for 45s");
+    }
+
+    #[test]
+    fn clock_steps_do_not_outlast_a_heartbeat() {
+        // Stream open 100 s at its last heartbeat (wall 200_000); 1 h step back: still
+        // connected, and the duration is the monotonic one, not 0.
+        let mut d = record(Some(100_000), Some(200_000), None);
+        d.session_alive_ms = Some(100_000);
+        let back = status_of(&d, 200_000 - 3_600_000);
+        assert!(back.connected);
+        assert_eq!(back.text, "Connected for 1m 40s");
+        // 1 h step forward, next heartbeat (written with the stepped clock) 5 s later.
+        let mut d = record(Some(100_000), Some(200_000 + 3_600_000 + 5_000), None);
+        d.session_alive_ms = Some(105_000);
+        let fwd = status_of(&d, 200_000 + 3_600_000 + 6_000);
+        assert!(fwd.connected);
+        assert_eq!(fwd.text, "Connected for 1m 46s");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -301,11 +302,17 @@ impl Spool {
         let cfg = cfg.effective();
         let durable = cfg.fsync != FsyncPolicy::Never;
         fs::create_dir_all(dir).map_err(io_at(dir))?;
+        // Events hold command lines and paths of the application: the owner's only. (A directory
+        // owned by another user cannot be chmod-ed; its files are still created 0600.)
+        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), "could not make the spool directory 0700: {e}");
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(io_at(&lock_path))?;
         match lock.try_lock() {
@@ -483,6 +490,7 @@ impl Spool {
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(io_at(&path))?;
             // Only a file placed by someone else could already hold bytes: start it empty.

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Name of the state file inside the spool directory.
@@ -106,6 +107,7 @@ pub(crate) fn store(dir: &Path, s: &State, durable: bool) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(&encode(s))?;
         if durable {

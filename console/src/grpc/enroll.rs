@@ -92,7 +92,8 @@ impl Enrollment for EnrollmentApi {
                 )
             });
         }
-        let metadata = req.metadata.unwrap_or_default();
+        let mut metadata = req.metadata.unwrap_or_default();
+        crate::limits::bound_metadata(&mut metadata);
         self.state
             .store
             .insert_defender(&NewDefender {

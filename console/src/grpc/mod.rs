@@ -12,7 +12,6 @@ use defender_proto::MAX_MESSAGE_BYTES;
 use defender_proto::v1::defender_service_server::DefenderServiceServer;
 use defender_proto::v1::enrollment_server::EnrollmentServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::pki::{CertAuthority, ServerIdentity};
@@ -38,11 +37,14 @@ pub struct GrpcState {
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
-/// Serves enrollment and Connect on `listener` until `shutdown` resolves.
+/// Serves enrollment and Connect on `listener` until `shutdown` resolves, at most
+/// `limits.max_connections` connections at once ([`crate::listen::grpc_incoming`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<GrpcState>,
     identity: ServerIdentity,
+    limits: crate::listen::ListenerLimits,
+    stats: Arc<crate::listen::EdgeStats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let tls = ServerTlsConfig::new()
@@ -62,6 +64,9 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(enroll)
         .add_service(defenders)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            crate::listen::grpc_incoming(listener, limits, stats),
+            shutdown,
+        )
         .await
 }

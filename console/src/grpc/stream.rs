@@ -10,6 +10,7 @@ use defender_proto::v1::{
     Ack, ConsoleMessage, DefenderMessage, Hello, PolicyUpdate, RenewRequest, RenewResponse,
     Welcome, console_message, defender_message, defender_service_server::DefenderService,
 };
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -24,6 +25,10 @@ use crate::store::{Health, SessionRef, Standing};
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest Hello accepted, in bytes (as for `EnrollRequest`): a real one is well under 4 KiB.
+/// A stream's decoding buffer keeps the size of the largest message it received for as long as
+/// the stream lives, so an oversized Hello is refused rather than cut.
+pub const MAX_HELLO_BYTES: usize = 64 * 1024;
 
 /// The DefenderService.
 pub struct DefenderApi {
@@ -65,13 +70,25 @@ impl DefenderService for DefenderApi {
             }
         }
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        let mut hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(DefenderMessage {
                 msg: Some(defender_message::Msg::Hello(h)),
             }))) => h,
             Ok(Err(e)) => return Err(e),
             _ => return Err(Status::invalid_argument("the stream must start with Hello")),
         };
+        let hello_bytes = hello.encoded_len();
+        if hello_bytes > MAX_HELLO_BYTES {
+            tracing::warn!(defender_id = %id, hello_bytes, "refused: oversized Hello");
+            return Err(Status::invalid_argument(format!(
+                "Hello of {hello_bytes} bytes exceeds the limit of {MAX_HELLO_BYTES} bytes"
+            )));
+        }
+        // Cut at once: the Hello lives as long as the stream.
+        if let Some(m) = hello.metadata.as_mut() {
+            crate::limits::bound_metadata(m);
+        }
+        crate::limits::bound_version(&mut hello.agent_version);
         let interval_ms = i64::try_from(state.heartbeat_interval.as_millis()).unwrap_or(10_000);
         // One identity, one stream: this one replaces any older one, here (the registry) and
         // on other replicas (start_session ends every older open session in the database).
@@ -157,6 +174,8 @@ async fn run_stream(
         mut closed,
         _guard,
     } = open;
+    // "Connected for" is measured here, on the monotonic clock, and stored with each heartbeat.
+    let opened = tokio::time::Instant::now();
     let mut stopping = state.stopping.clone();
     let mut policy = state.policy.subscribe();
     // Welcome carried the version current then; only later ones are pushed.
@@ -207,7 +226,12 @@ async fn run_stream(
                     rss_bytes: hb.rss_bytes,
                     cpu_centipercent: hb.cpu_centipercent,
                 };
-                match state.store.heartbeat(&id, session, &health).await {
+                let alive_ms = i64::try_from(opened.elapsed().as_millis()).unwrap_or(i64::MAX);
+                match state
+                    .store
+                    .heartbeat_alive(&id, session, &health, Some(alive_ms))
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         // Our session was ended by someone else: a newer stream of this
@@ -241,12 +265,29 @@ async fn run_stream(
                         .await;
                     break "oversized batch".to_owned();
                 }
+                if let Err(e) = crate::limits::check_batch(&batch.events, crate::store::now_ms()) {
+                    // Nothing of the batch is stored or acked, and nothing about the Defender
+                    // changes: its next stream resumes from the same `last_stored_seq`.
+                    tracing::warn!(error = %e, "event batch refused");
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "event batch refused, nothing of it stored: {e}"
+                        ))))
+                        .await;
+                    break "invalid event batch".to_owned();
+                }
                 let Some(up_to_seq) = batch.events.iter().map(|e| e.seq).max() else {
                     continue;
                 };
                 if let Err(e) = state.writer.write(&id, batch.events).await {
                     // No ack: the Defender keeps the events and resends them on its next stream.
-                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                    let status = match &e {
+                        crate::store::WriteError::Refused(_) => {
+                            Status::invalid_argument(e.to_string())
+                        }
+                        _ => Status::unavailable(e.to_string()),
+                    };
+                    let _ = tx.send(Err(status)).await;
                     break "event storage failed".to_owned();
                 }
                 let ack = ConsoleMessage {

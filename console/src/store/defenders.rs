@@ -51,6 +51,9 @@ pub struct DefenderRecord {
     pub session_ended_at: Option<i64>,
     pub session_interval_ms: Option<i64>,
     pub console_instance: Option<String>,
+    /// Monotonic milliseconds the session's stream had been open at its last heartbeat (NULL
+    /// for sessions from before migration 0005).
+    pub session_alive_ms: Option<i64>,
     /// `exact`, `polling`, or empty (an older Defender that does not say).
     pub capture_mode: String,
     pub capture_detail: String,
@@ -82,7 +85,7 @@ const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.task_arn, d
      d.decommissioned_at, d.queue_depth, d.spool_bytes, d.dropped_events, d.rss_bytes, d.cpu_centipercent, \
      s.started_at AS session_started_at, s.last_heartbeat AS session_last_heartbeat, \
      s.ended_at AS session_ended_at, s.heartbeat_interval_ms AS session_interval_ms, \
-     s.console_instance AS console_instance, \
+     s.console_instance AS console_instance, s.alive_ms AS session_alive_ms, \
      d.capture_mode, d.capture_detail, d.capture_error, d.capture_poll_interval_ms, \
      d.capture_intercepted, d.capture_timed_out, d.capture_missed \
      FROM defenders d LEFT JOIN sessions s ON s.id = \
@@ -91,7 +94,9 @@ const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.task_arn, d
 impl Store {
     /// Records a newly enrolled Defender.
     pub async fn insert_defender(&self, d: &NewDefender<'_>) -> Result<(), StoreError> {
-        let m = d.metadata;
+        let m = &bounded(d.metadata);
+        let mut agent_version = d.agent_version.to_owned();
+        crate::limits::bound_version(&mut agent_version);
         sqlx::query(
             "INSERT INTO defenders (id, hostname, cluster, task_arn, family, revision, availability_zone, \
              launch_type, containers_json, agent_version, mode, enrolled_at, enrollment_token, cert_not_after) \
@@ -106,7 +111,7 @@ impl Store {
         .bind(&m.availability_zone)
         .bind(&m.launch_type)
         .bind(containers_json(m))
-        .bind(d.agent_version)
+        .bind(&agent_version)
         .bind(d.mode)
         .bind(now_ms())
         .bind(d.enrollment_token)
@@ -174,7 +179,10 @@ impl Store {
     ) -> Result<SessionRef, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        if let Some(m) = &hello.metadata {
+        let mut agent_version = hello.agent_version.clone();
+        crate::limits::bound_version(&mut agent_version);
+        if let Some(m) = hello.metadata.as_ref().map(bounded) {
+            let m = &m;
             sqlx::query(
                 "UPDATE defenders SET hostname = ?, cluster = ?, task_arn = ?, family = ?, revision = ?, \
                  availability_zone = ?, launch_type = ?, containers_json = ?, agent_version = ?, mode = ? \
@@ -188,7 +196,7 @@ impl Store {
             .bind(&m.availability_zone)
             .bind(&m.launch_type)
             .bind(containers_json(m))
-            .bind(&hello.agent_version)
+            .bind(&agent_version)
             .bind(mode)
             .bind(id)
             .execute(&mut *tx)
@@ -224,15 +232,32 @@ impl Store {
         session: SessionRef,
         health: &Health,
     ) -> Result<bool, StoreError> {
+        self.heartbeat_alive(id, session, health, None).await
+    }
+
+    /// [`Store::heartbeat`] with how long the stream has been open, in monotonic milliseconds
+    /// (`Instant` since the stream started): "Connected for" is derived from it, so a step of
+    /// the wall clock does not change it. Returns false when the session was ended by someone
+    /// else (a newer stream of this Defender, perhaps on another replica, or a decommission).
+    pub async fn heartbeat_alive(
+        &self,
+        id: &str,
+        session: SessionRef,
+        health: &Health,
+        alive_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let open =
-            sqlx::query("UPDATE sessions SET last_heartbeat = ? WHERE id = ? AND ended_at IS NULL")
-                .bind(now_ms())
-                .bind(session.0)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
+        let open = sqlx::query(
+            "UPDATE sessions SET last_heartbeat = ?, alive_ms = COALESCE(?, alive_ms) \
+             WHERE id = ? AND ended_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(alive_ms)
+        .bind(session.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
         if !open {
             tx.rollback().await?;
             return Ok(false);
@@ -295,6 +320,13 @@ impl Store {
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A copy of `m` with every field within [`crate::limits`].
+fn bounded(m: &defender_proto::v1::TaskMetadata) -> defender_proto::v1::TaskMetadata {
+    let mut m = m.clone();
+    crate::limits::bound_metadata(&mut m);
+    m
 }
 
 fn containers_json(m: &defender_proto::v1::TaskMetadata) -> String {

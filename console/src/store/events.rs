@@ -20,6 +20,9 @@ pub enum WriteError {
     Store(#[from] StoreError),
     #[error("the event writer has stopped")]
     Stopped,
+    /// Nothing of the batch was stored.
+    #[error(transparent)]
+    Refused(#[from] crate::limits::BatchError),
 }
 
 struct WriteRequest {
@@ -56,7 +59,18 @@ impl EventWriter {
     }
 
     /// Stores `events` of one Defender; returns once they are committed (duplicates are no-ops).
-    pub async fn write(&self, defender_id: &str, events: Vec<Event>) -> Result<(), WriteError> {
+    /// Every event is first cut to the limits of [`crate::limits`]; a seq outside
+    /// `1..=i64::MAX` refuses the whole batch (it could not be stored as it is).
+    pub async fn write(&self, defender_id: &str, mut events: Vec<Event>) -> Result<(), WriteError> {
+        if let Some(bad) = events
+            .iter()
+            .find(|e| e.seq == 0 || i64::try_from(e.seq).is_err())
+        {
+            return Err(crate::limits::BatchError::Seq(bad.seq).into());
+        }
+        for e in &mut events {
+            crate::limits::bound_event(e);
+        }
         let (done, wait) = oneshot::channel();
         self.tx
             .send(WriteRequest {

@@ -15,7 +15,7 @@ mod web_queries;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -68,10 +68,7 @@ impl Store {
     }
 }
 
-/// Current time as unix milliseconds, the unit of every stored timestamp.
+/// Current time as unix milliseconds, the unit of every stored timestamp ([`crate::clock`]).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::wall_ms()
 }

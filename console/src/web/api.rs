@@ -3,7 +3,7 @@
 //!
 //! | Route                                   | Answer                                              |
 //! |-----------------------------------------|-----------------------------------------------------|
-//! | `GET /api/v1/defenders[?connected=…]`   | `[Defender]`                                        |
+//! | `GET /api/v1/defenders[?connected=…&limit=…&offset=…]` | `[Defender]` (`X-Total-Count`, `Link: rel="next"`) |
 //! | `GET /api/v1/defenders/{id}`            | `Defender` (404 when unknown)                       |
 //! | `GET /api/v1/defenders/{id}/events`     | `[Event]`, newest first (filters as below)          |
 //! | `GET /api/v1/defenders/{id}/observations` | executables, listening sockets, destinations      |
@@ -14,7 +14,9 @@
 //! `notice`; a comma-separated list selects their union), `since` (inclusive) and `until`
 //! (exclusive) as unix milliseconds or RFC 3339 (a zone-less `YYYY-MM-DDTHH:MM[:SS]` is UTC),
 //! `before=SEQ` / `after=SEQ` (keyset cursors: pass a page's `older_before` as `before` to get
-//! the next older page), `limit` 1..=1000 (default 100). Any invalid parameter is a 400 with
+//! the next older page), `limit` 1..=1000 (default 100). A response carries at most
+//! [`MAX_EVENTS_RESPONSE_BYTES`] of events (fewer than `limit` when they are large; continue
+//! with `before` = the last seq returned), and `summary` at most 600 characters. Any invalid parameter is a 400 with
 //! `{"error": …}`; `/api/v1/events` without `defender` is a 400, with an unknown one a 404.
 //!
 //! Raw bytes (exe, argv, cwd) are lossy UTF-8 strings; where they are not valid UTF-8 the exact
@@ -33,7 +35,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::forensics::{OBSERVATION_WINDOW, parse_kinds, parse_time};
-use super::render::{event_detail, event_summary, protocol, put_bytes, rfc3339};
+use super::render::{
+    MAX_SUMMARY_CHARS, event_detail, event_summary, protocol, put_bytes, rfc3339, truncate,
+};
 use super::{WebState, api_error, visible_defenders};
 use crate::status::status_of;
 use crate::store::audits::AuditCounts;
@@ -172,9 +176,17 @@ fn bad_query(rejection: &QueryRejection) -> Response {
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     connected: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
-/// `GET /api/v1/defenders[?connected=true|false]`: the Defenders of Manage > Defenders.
+/// Default and largest `limit` of `GET /api/v1/defenders`.
+pub const MAX_DEFENDERS: usize = 1000;
+
+/// `GET /api/v1/defenders[?connected=true|false][&limit=1..=1000][&offset=N]`: the Defenders of
+/// Manage > Defenders, newest stream first, at most `limit` (default 1000) from `offset`. The
+/// answer is the array; `X-Total-Count` gives how many match, and `Link: <…>; rel="next"` the
+/// next page when there is one.
 pub async fn list_defenders(
     State(state): State<WebState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -202,14 +214,50 @@ pub async fn list_defenders(
         Ok(c) => c,
         Err(e) => return internal(&e),
     };
-    let list: Vec<DefenderJson> = defenders
+    let number = |v: Option<&str>, what: &str, range: std::ops::RangeInclusive<usize>| {
+        v.map_or(Ok(None), |v| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .map(Some)
+                .ok_or_else(|| format!("{what} must be an integer in {range:?}"))
+        })
+    };
+    let (limit, offset) = match (
+        number(query.limit.as_deref(), "limit", 1..=MAX_DEFENDERS),
+        number(query.offset.as_deref(), "offset", 0..=usize::MAX),
+    ) {
+        (Ok(l), Ok(o)) => (l.unwrap_or(MAX_DEFENDERS), o.unwrap_or(0)),
+        (Err(e), _) | (_, Err(e)) => return api_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let matching: Vec<&DefenderRecord> = defenders
         .iter()
+        .filter(|d| connected.is_none_or(|want| status_of(d, now).connected == want))
+        .collect();
+    let total = matching.len();
+    let list: Vec<DefenderJson> = matching
+        .into_iter()
+        .skip(offset)
+        .take(limit)
         .map(|d| {
             DefenderJson::new(d, now).with_audits(audits.get(&d.id).copied().unwrap_or_default())
         })
-        .filter(|d| connected.is_none_or(|want| d.connected == want))
         .collect();
-    Json(list).into_response()
+    let mut res = Json(list).into_response();
+    let headers = res.headers_mut();
+    headers.insert("x-total-count", total.into());
+    if offset.saturating_add(limit) < total {
+        let mut next = format!("</api/v1/defenders?limit={limit}&offset={}", offset + limit);
+        if let Some(c) = connected {
+            next.push_str(&format!("&connected={c}"));
+        }
+        next.push_str(">; rel=\"next\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&next) {
+            headers.insert(axum::http::header::LINK, v);
+        }
+    }
+    res
 }
 
 /// `GET /api/v1/defenders/{id}`: one Defender, whatever its age (404 when unknown).
@@ -308,10 +356,37 @@ impl EventJson {
             kind: e.kind.clone(),
             container: e.container.clone(),
             pid: e.pid,
-            summary: event_summary(&e.event),
+            summary: truncate(event_summary(&e.event), MAX_SUMMARY_CHARS),
             detail: event_detail(&e.event),
         }
     }
+}
+
+/// Most JSON bytes of events one API response carries. A page stops before the event that would
+/// exceed it (it always holds at least one), whatever `limit` asked for; the `before` cursor of
+/// the next older page (`older_before`, or the seq of the last event returned) continues it.
+pub const MAX_EVENTS_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// The events of a page (newest first) that fit [`MAX_EVENTS_RESPONSE_BYTES`], and the `before`
+/// cursor of what was left out (None when everything fit).
+fn within_budget(events: &[StoredEvent]) -> (Vec<EventJson>, Option<i64>) {
+    let mut out = Vec::with_capacity(events.len());
+    let mut used = 0usize;
+    for e in events {
+        let json = EventJson::new(e);
+        let size = serde_json::to_vec(&json).map_or(0, |v| v.len() + 1);
+        if !out.is_empty() && used + size > MAX_EVENTS_RESPONSE_BYTES {
+            let cursor = last_seq(&out);
+            return (out, Some(cursor));
+        }
+        used += size;
+        out.push(json);
+    }
+    (out, None)
+}
+
+fn last_seq(events: &[EventJson]) -> i64 {
+    events.last().map_or(0, |e| e.seq)
 }
 
 /// One page of `GET /api/v1/events`.
@@ -363,13 +438,16 @@ pub async fn events(
         Err(message) => return bad_request(&message),
     };
     match page_of(&state, id, &q).await {
-        Ok(page) => Json(EventPageJson {
-            defender_id: id.to_owned(),
-            events: page.events.iter().map(EventJson::new).collect(),
-            older_before: page.older_before,
-            newer_after: page.newer_after,
-        })
-        .into_response(),
+        Ok(page) => {
+            let (events, cut_at) = within_budget(&page.events);
+            Json(EventPageJson {
+                defender_id: id.to_owned(),
+                events,
+                older_before: cut_at.or(page.older_before),
+                newer_after: page.newer_after,
+            })
+            .into_response()
+        }
         Err(res) => res,
     }
 }
@@ -390,9 +468,7 @@ pub async fn list_events(
         Err(message) => return bad_request(&message),
     };
     match page_of(&state, &id, &q).await {
-        Ok(page) => {
-            Json(page.events.iter().map(EventJson::new).collect::<Vec<_>>()).into_response()
-        }
+        Ok(page) => Json(within_budget(&page.events).0).into_response(),
         Err(res) => res,
     }
 }

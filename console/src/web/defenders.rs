@@ -1,7 +1,7 @@
 //! Manage > Defenders: the live list, its refresh fragment, and the per-Defender page.
 
 use axum::Extension;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{Markup, html};
@@ -29,6 +29,55 @@ pub const ROWS_PATH: &str = "/manage/defenders/rows";
 pub const DETAIL_EVENTS: i64 = PAGE_SIZE;
 
 const COLUMNS: usize = 9;
+/// Rows of one page of the list: the page and its 5-second refresh stay small whatever the
+/// fleet's size.
+pub const PAGE_ROWS: usize = 100;
+
+/// `?page=N` (1-based) of the list and of its refresh fragment; anything else is page 1.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListPageQuery {
+    page: Option<String>,
+}
+
+impl ListPageQuery {
+    fn page(&self) -> usize {
+        self.page
+            .as_deref()
+            .and_then(|p| p.trim().parse::<usize>().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(1)
+    }
+}
+
+/// Rows of page `page` (1-based) and the page actually shown (the last one when past the end).
+fn page_of(defenders: &[DefenderRecord], page: usize) -> (&[DefenderRecord], usize) {
+    let pages = defenders.len().div_ceil(PAGE_ROWS).max(1);
+    let page = page.min(pages);
+    let start = (page - 1) * PAGE_ROWS;
+    let end = (start + PAGE_ROWS).min(defenders.len());
+    (&defenders[start..end], page)
+}
+
+/// "Defenders 101–200 of 2,345 · ‹ Previous · Next ›" under the list, when there is more than
+/// one page.
+fn list_pager(total: usize, page: usize) -> Markup {
+    let pages = total.div_ceil(PAGE_ROWS).max(1);
+    let first = (page - 1) * PAGE_ROWS + 1;
+    let last = (page * PAGE_ROWS).min(total);
+    html! {
+        @if pages > 1 {
+            p.pager.muted {
+                "Defenders " (thousands(first as i64)) "–" (thousands(last as i64)) " of " (thousands(total as i64))
+                @if page > 1 {
+                    " · " a rel="prev" href=(format!("{LIST_PATH}?page={}", page - 1)) { "‹ Previous" }
+                }
+                @if page < pages {
+                    " · " a rel="next" href=(format!("{LIST_PATH}?page={}", page + 1)) { "Next ›" }
+                }
+            }
+        }
+    }
+}
 
 fn detail_href(id: &str) -> String {
     format!("{LIST_PATH}/{}", path_segment(id))
@@ -113,15 +162,17 @@ fn empty_state(retention_ms: i64) -> Markup {
     }
 }
 
-/// The list's `<tbody>`, the same markup for the page and for its refresh fragment.
+/// The list's `<tbody>` for page `page`, the same markup for the page and for its refresh
+/// fragment.
 fn rows_tbody(
     defenders: &[DefenderRecord],
+    page: usize,
     now: i64,
     retention_ms: i64,
     audits: &CountMap,
 ) -> Markup {
     html! {
-        tbody #defender-rows data-refresh=(ROWS_PATH) data-interval="5000" {
+        tbody #defender-rows data-refresh=(format!("{ROWS_PATH}?page={page}")) data-interval="5000" {
             @if defenders.is_empty() {
                 tr { td colspan=(COLUMNS) { (empty_state(retention_ms)) } }
             }
@@ -132,12 +183,14 @@ fn rows_tbody(
     }
 }
 
-/// `GET /manage/defenders`.
+/// `GET /manage/defenders[?page=N]`: [`PAGE_ROWS`] Defenders a page.
 pub async fn list_page(
     State(state): State<WebState>,
     Extension(op): Extension<Operator>,
     Extension(nonce): Extension<CspNonce>,
+    query: Result<Query<ListPageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let requested = query.map_or(1, |Query(q)| q.page());
     let (defenders, now) = match visible_defenders(&state).await {
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
@@ -146,6 +199,7 @@ pub async fn list_page(
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
+    let (rows, page) = page_of(&defenders, requested);
     let body = html! {
         style nonce=(nonce.0) { (maud::PreEscaped(LIST_CSS)) }
         div.page-head {
@@ -161,21 +215,27 @@ pub async fn list_page(
                     th title="Runtime audits (and how many the Defender prevented)" { "Audits" }
                 }
             }
-            (rows_tbody(&defenders, now, state.retention_ms(), &audits))
+            (rows_tbody(rows, page, now, state.retention_ms(), &audits))
         }
+        (list_pager(defenders.len(), page))
     };
     Html(layout::page(&nonce, &op, LIST_PATH, "Defenders", body).into_string()).into_response()
 }
 
-/// `GET /manage/defenders/rows`: the list's `<tbody>`, for the page's refresh script.
-pub async fn rows(State(state): State<WebState>) -> Response {
+/// `GET /manage/defenders/rows[?page=N]`: the list's `<tbody>`, for the page's refresh script.
+pub async fn rows(
+    State(state): State<WebState>,
+    query: Result<Query<ListPageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let requested = query.map_or(1, |Query(q)| q.page());
     let audits = match state.store.audit_counts().await {
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
     match visible_defenders(&state).await {
         Ok((defenders, now)) => {
-            Html(rows_tbody(&defenders, now, state.retention_ms(), &audits).into_string())
+            let (rows, page) = page_of(&defenders, requested);
+            Html(rows_tbody(rows, page, now, state.retention_ms(), &audits).into_string())
                 .into_response()
         }
         Err(e) => internal_error_page(&e),

@@ -52,6 +52,7 @@ pub async fn metrics(State(state): State<WebState>) -> Response {
          defender_console_events_stored_total {events}"
     );
     super::lifecycle_metrics::write(&mut out, &state.lifecycle);
+    crate::listen::write_metrics(&mut out, &state.edge);
     let _ = writeln!(
         out,
         "# HELP defender_console_build_info Version of this Console.\n\

@@ -28,7 +28,6 @@ mod runtime;
 mod security;
 mod tokens;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +68,8 @@ pub struct WebState {
     pub policy: crate::policy_feed::PolicyFeed,
     /// Live streams (closed on decommission), login rate limits, retention figures.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Connection counters of both listeners, for `/metrics`.
+    pub edge: Arc<crate::listen::EdgeStats>,
 }
 
 impl WebState {
@@ -187,16 +188,26 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Serves the UI and API on `listener` until `shutdown` resolves.
+/// How the HTTP listener serves: limits, TLS, cookie security.
+pub struct HttpEdge {
+    pub limits: crate::listen::ListenerLimits,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Mark cookies `Secure` (HTTPS listener, or `--public-url https://…`).
+    pub secure_cookies: bool,
+}
+
+/// Serves the UI and API on `listener` until `shutdown` resolves (see [`crate::listen`]).
 pub async fn serve(
     listener: TcpListener,
     state: WebState,
+    edge: HttpEdge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let stats = state.edge.clone();
+    let mut app = router(state);
+    if edge.secure_cookies {
+        app = app.layer(from_fn(crate::listen::secure_cookies));
+    }
+    crate::listen::serve_http(listener, app, edge.limits, stats, edge.tls, shutdown).await
 }
