@@ -240,6 +240,7 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         mode: args.mode.into(),
         sidecar_name: args.sidecar_name.clone(),
         entrypoints,
+        ..ProtectOptions::default()
     };
     if args.new_bundle {
         // clap makes --new-bundle require --console-addr.

@@ -200,6 +200,7 @@ impl ApiParams {
             },
             sidecar_name: self.sidecar_name.clone().unwrap_or(defaults.sidecar_name),
             entrypoints: parse_entrypoints(self.entrypoints.iter().map(String::as_str))?,
+            ..ProtectOptions::default()
         })
     }
 }
@@ -457,6 +458,7 @@ fn form_options(form: &DeployForm) -> Result<(ProtectOptions, bool), ProtectErro
         sidecar_name: non_empty(&form.sidecar_name)
             .unwrap_or_else(|| DEFAULT_SIDECAR_NAME.to_owned()),
         entrypoints: parse_entrypoints([form.entrypoints.as_str()])?,
+        ..ProtectOptions::default()
     };
     Ok((opts, new_bundle))
 }
