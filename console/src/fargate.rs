@@ -16,6 +16,9 @@ use serde_json::Value;
 
 use crate::bundle::InstallBundle;
 use crate::cli::ProtectArgs;
+use crate::image_resolve::{
+    RegistryCredentials, RegistryOptions, ResolveError, read_docker_config,
+};
 use crate::server::{self, ServerError};
 use crate::store::{Store, StoreError, TokenKind};
 
@@ -182,6 +185,10 @@ pub enum ProtectCommandError {
     NoConsoleData { dir: PathBuf },
     #[error("--new-bundle: cannot create an enrollment token: {error}")]
     Bundle { error: ServerError },
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
+    #[error("--registry-password-file {path}: {error}")]
+    PasswordFile { path: String, error: std::io::Error },
 }
 
 /// How `path` is named in messages.
@@ -242,6 +249,15 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         entrypoints,
         ..ProtectOptions::default()
     };
+    let mut resolve_warnings = Vec::new();
+    if let Some(source) = args.resolve_images {
+        let registry = registry_options(args)?;
+        let plan = defender_taskdef::plan_resolution(&input, &opts).map_err(protect_error)?;
+        let resolution =
+            crate::image_resolve::resolve(&plan, source, &opts.defender_image, &registry).await?;
+        opts.resolved_images = resolution.images;
+        resolve_warnings = resolution.warnings;
+    }
     if args.new_bundle {
         // clap makes --new-bundle require --console-addr.
         let addr = args.console_addr.as_deref().unwrap_or_default();
@@ -262,7 +278,34 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         .map_err(|error| ProtectCommandError::Bundle { error })?;
         opts.bundle = BundleSource::Env(bundle.encode());
     }
-    defender_taskdef::protect(&input, &opts).map_err(protect_error)
+    let mut protected = defender_taskdef::protect(&input, &opts).map_err(protect_error)?;
+    protected.warnings.extend(resolve_warnings);
+    Ok(protected)
+}
+
+/// Registry credentials and plain-HTTP registries from the command line and environment.
+fn registry_options(args: &ProtectArgs) -> Result<RegistryOptions, ProtectCommandError> {
+    let mut credentials = RegistryCredentials::default();
+    if let Some(path) = &args.registry_auth_file {
+        credentials.docker_config = read_docker_config(path)?;
+    }
+    if let Some(user) = &args.registry_username {
+        let password = match &args.registry_password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|error| ProtectCommandError::PasswordFile {
+                    path: path.display().to_string(),
+                    error,
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            None => std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+        };
+        credentials.basic = Some((user.clone(), password));
+    }
+    Ok(RegistryOptions {
+        credentials,
+        insecure: args.insecure_registry.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod cli;
 pub mod fargate;
 pub mod grpc;
+pub mod image_resolve;
 pub mod pki;
 pub mod policy_feed;
 pub mod secrets;

@@ -150,7 +150,9 @@ async fn returns_the_protected_task_definition_itself() {
     )
     .await;
     let (task, warnings) = protected(resp).await;
-    assert!(warnings.is_empty(), "{warnings:?}");
+    // No bundle option: the one warning says the Defender could not enroll as is.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("no install bundle"), "{warnings:?}");
     assert!(task.get("taskDefinitionArn").is_none());
     assert!(task.get("requiresAttributes").is_none());
     assert_eq!(task["family"], "web-nginx");
@@ -325,14 +327,33 @@ async fn bad_input_is_a_400_with_the_reason() {
     assert!(msg.contains("\"log_router\", \"xray\""), "{msg}");
     assert!(msg.contains("--entrypoint"), "{msg}");
 
-    // The same definition with its entrypoints stated (repeatable parameter).
+    // The same definition with its entrypoints stated (repeatable parameter): an override
+    // without a command would drop the image's CMD, so it is refused ...
     let query = format!(
         "?entrypoint={}&entrypoint={}",
-        urlencode(r#"log_router=["/entrypoint.sh"]"#),
+        urlencode(r#"log_router=[]"#),
         urlencode(r#"xray=["/xray"]"#)
     );
-    let (task, warnings) =
-        protected(post(&web, &token, &query, data("java-firelens-xray.json")).await).await;
+    let msg = error(
+        post(&web, &token, &query, data("java-firelens-xray.json")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        msg.contains("\"log_router\"") && msg.contains("CMD"),
+        "{msg}"
+    );
+    // ... and accepted once log_router states its CMD as command.
+    let mut described: Value = serde_json::from_str(&data("java-firelens-xray.json")).unwrap();
+    for c in described["taskDefinition"]["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if c["name"] == "log_router" {
+            c["command"] = json!(["/entrypoint.sh"]);
+        }
+    }
+    let (task, warnings) = protected(post(&web, &token, &query, described.to_string()).await).await;
     assert_eq!(
         container(&task, "xray")["entryPoint"],
         json!([
@@ -346,7 +367,7 @@ async fn bad_input_is_a_400_with_the_reason() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("\"log_router\" has no \"command\"")),
+            .any(|w| w.contains("the Defender sidecar has no install bundle")),
         "{warnings:?}"
     );
 
