@@ -1,5 +1,6 @@
 //! `POST /api/v1/defenders/fargate.json`: a real Console on 127.0.0.1:0, called with reqwest.
 
+mod registry_support;
 mod web_support;
 
 use std::path::Path;
@@ -434,4 +435,62 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn resolve_images_reads_the_registry_with_credentials_from_a_header() {
+    let web = Web::start().await;
+    let token = web.api_token().await;
+    let (port, _log) = registry_support::start_registry().await;
+    let reg = format!("127.0.0.1:{port}");
+    let body = json!({"family": "api", "containerDefinitions": [
+        {"name": "api", "image": format!("{reg}/private/api:2")}]})
+    .to_string();
+    let query = format!("?resolveImages=registry&insecureRegistry={reg}");
+    let send = |auth: Option<String>| {
+        let mut req = web
+            .http
+            .post(web.url(&format!("{PATH}{query}")))
+            .bearer_auth(&token)
+            .body(body.clone());
+        if let Some(auth) = auth {
+            req = req.header("X-Registry-Auth", auth);
+        }
+        req.send()
+    };
+    // Anonymous: the registry refuses the private repository (a 502 naming the image).
+    let msg = error(send(None).await.unwrap(), StatusCode::BAD_GATEWAY).await;
+    assert!(msg.contains("private/api:2"), "{msg}");
+    // With credentials: the image's CMD becomes the command (no ENTRYPOINT in the image).
+    let auth = STANDARD.encode(format!(
+        "{}:{}",
+        registry_support::USER,
+        registry_support::PASSWORD
+    ));
+    let (task, warnings) = protected(send(Some(auth)).await.unwrap()).await;
+    let api = container(&task, "api");
+    assert_eq!(api["command"], json!(["/api", "serve"]));
+    assert_eq!(
+        api["entryPoint"],
+        json!(["/var/lib/defender/defender", "fargate", "entrypoint", "--"])
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("container \"api\": ENTRYPOINT [] and CMD")),
+        "{warnings:?}"
+    );
+    // A bad header or source is a 400.
+    let msg = error(
+        send(Some("not base64!".into())).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("X-Registry-Auth"), "{msg}");
+    let msg = error(
+        post(&web, &token, "?resolveImages=ftp", body.clone()).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("resolveImages"), "{msg}");
 }
