@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use defender_taskdef::{ImageConfig, Platform, ResolutionPlan, ResolvedImages};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::{ImageIndexEntry, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -262,6 +262,15 @@ fn client(platform: &Platform, opts: &RegistryOptions) -> Client {
             ClientProtocol::HttpsExcept(opts.insecure.clone())
         },
         platform_resolver: Some(Box::new(resolver)),
+        // Mozilla's roots beside the system's: the Console's image (FROM scratch) has no
+        // system certificate store.
+        extra_root_certificates: webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|cert| Certificate {
+                encoding: CertificateEncoding::Der,
+                data: cert.to_vec(),
+            })
+            .collect(),
         connect_timeout: Some(REQUEST_TIMEOUT),
         read_timeout: Some(REQUEST_TIMEOUT),
         user_agent: concat!("defender-console/", env!("CARGO_PKG_VERSION")),
@@ -500,6 +509,40 @@ mod tests {
         assert!(ep.is_empty());
         assert_eq!(cmd, ["/bin/sh"]);
         assert!(parse_config(br#"{"config":{"Cmd":"sh"}}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_config_buffer_is_bounded() {
+        use tokio::io::AsyncWriteExt as _;
+        let mut out = Bounded {
+            buf: Vec::new(),
+            limit: 8,
+        };
+        out.write_all(b"12345678").await.unwrap();
+        assert!(out.write_all(b"9").await.is_err());
+        assert_eq!(out.buf.len(), 8);
+    }
+
+    #[test]
+    fn docker_config_files_are_read_or_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("defender-dockercfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dTpw"}, "ghcr.io": {"username": "me", "password": "tok"}}}"#,
+        )
+        .unwrap();
+        let auths = read_docker_config(&path).unwrap();
+        assert_eq!(auths["index.docker.io"], ("u".to_owned(), "p".to_owned()));
+        assert_eq!(auths["ghcr.io"], ("me".to_owned(), "tok".to_owned()));
+        std::fs::write(&path, r#"{"auths": {}, "credsStore": "ecr-login"}"#).unwrap();
+        let err = read_docker_config(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("docker-credential-ecr-login") && err.contains("REGISTRY_PASSWORD"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
