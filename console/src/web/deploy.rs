@@ -798,7 +798,9 @@ fn field_error(outcome: &Outcome, field: Field) -> Markup {
                             "In this form, write each override on its own line under "
                             strong { "Entrypoint overrides" } ", e.g. "
                             code { "web=[\"/docker-entrypoint.sh\"]" } " (or " code { "web=[]" }
-                            " if the image has no ENTRYPOINT), or choose the Sidecar mode."
+                            " if the image has no ENTRYPOINT), or choose "
+                            strong { "Image ENTRYPOINT and CMD" } ": from the registry or Docker to read them from the image, "
+                            "or choose the Sidecar mode."
                         }
                     }
                 }
