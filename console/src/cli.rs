@@ -193,14 +193,15 @@ pub struct ProtectArgs {
     #[arg(long, env = "DEFENDER_ENTRYPOINTS", value_name = "NAME=JSON_ARRAY")]
     pub entrypoint: Vec<String>,
     /// Read the ENTRYPOINT and CMD of containers that state no entryPoint from their images:
-    /// `registry` (the default) over the OCI distribution API, `docker` from the local Docker
-    /// engine (`docker image inspect`).
+    /// `--resolve-images` (or `=registry`) over the OCI distribution API,
+    /// `--resolve-images=docker` from the local Docker engine (`docker image inspect`).
     #[arg(
         long,
         env = "DEFENDER_RESOLVE_IMAGES",
         value_name = "SOURCE",
         value_enum,
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "registry"
     )]
     pub resolve_images: Option<crate::image_resolve::ImageSource>,
@@ -214,6 +215,10 @@ pub struct ProtectArgs {
     /// Docker's `config.json` with `auths` entries, for registry credentials.
     #[arg(long, env = "REGISTRY_AUTH_FILE", requires = "resolve_images")]
     pub registry_auth_file: Option<PathBuf>,
+    /// PEM file of a CA to trust for registries (a private registry's CA), besides the system's
+    /// and Mozilla's roots.
+    #[arg(long, env = "REGISTRY_CA_FILE", requires = "resolve_images")]
+    pub registry_ca_file: Option<PathBuf>,
     /// Registry (`host:port`) to reach over plain HTTP, e.g. a local registry; repeatable.
     #[arg(
         long,

@@ -251,7 +251,7 @@ pub enum ProtectCommandError {
     Bundle { error: ServerError },
     #[error("{0}")]
     Resolve(#[from] ResolveError),
-    #[error("--registry-password-file {path}: {error}")]
+    #[error("cannot read {path}: {error}")]
     PasswordFile { path: String, error: std::io::Error },
 }
 
@@ -366,9 +366,18 @@ fn registry_options(args: &ProtectArgs) -> Result<RegistryOptions, ProtectComman
         };
         credentials.basic = Some((user.clone(), password));
     }
+    let mut ca_pems = Vec::new();
+    if let Some(path) = &args.registry_ca_file {
+        let pem = std::fs::read(path).map_err(|error| ProtectCommandError::PasswordFile {
+            path: path.display().to_string(),
+            error,
+        })?;
+        ca_pems.push(pem);
+    }
     Ok(RegistryOptions {
         credentials,
         insecure: args.insecure_registry.clone(),
+        ca_pems,
     })
 }
 

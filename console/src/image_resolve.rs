@@ -90,6 +90,8 @@ pub struct RegistryOptions {
     pub credentials: RegistryCredentials,
     /// Registries (`host[:port]`) spoken to over plain HTTP (a local registry, a test stand-in).
     pub insecure: Vec<String>,
+    /// Extra CA certificates (PEM) to trust, for registries with a private CA.
+    pub ca_pems: Vec<Vec<u8>>,
 }
 
 /// Why image configs could not be read; worded for the operator.
@@ -108,7 +110,7 @@ pub enum ResolveError {
         reason: String,
     },
     /// The local Docker engine could not inspect the image.
-    #[error("--resolve-images docker: cannot inspect {image}: {reason}")]
+    #[error("--resolve-images=docker: cannot inspect {image}: {reason}")]
     Docker { image: String, reason: String },
     /// A credentials file could not be used.
     #[error("--registry-auth-file {path}: {reason}")]
@@ -270,6 +272,10 @@ fn client(platform: &Platform, opts: &RegistryOptions) -> Client {
                 encoding: CertificateEncoding::Der,
                 data: cert.to_vec(),
             })
+            .chain(opts.ca_pems.iter().map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            }))
             .collect(),
         connect_timeout: Some(REQUEST_TIMEOUT),
         read_timeout: Some(REQUEST_TIMEOUT),
@@ -423,7 +429,7 @@ async fn docker_config(image: &str) -> Result<(ImageConfig, Platform), ResolveEr
             .next()
             .unwrap_or("docker image inspect failed");
         return Err(failed(format!(
-            "{first} (build or pull it first, or use --resolve-images registry)"
+            "{first} (build or pull it first, or use --resolve-images=registry)"
         )));
     }
     if output.stdout.len() > MAX_INSPECT_BYTES {

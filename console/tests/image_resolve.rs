@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use registry_support::{PASSWORD, USER, WRAPPER, start_registry};
+use registry_support::{PASSWORD, USER, WRAPPER, start_registry, start_registry_tls};
 use serde_json::{Value, json};
 
 /// Runs `defender-console fargate protect ARGS` (off the runtime's threads).
@@ -26,6 +26,7 @@ async fn protect(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output 
             "REGISTRY_AUTH_FILE",
             "DEFENDER_RESOLVE_IMAGES",
             "DEFENDER_INSECURE_REGISTRIES",
+            "REGISTRY_CA_FILE",
             "DEFENDER_IMAGE",
             "DEFENDER_ENTRYPOINTS",
             "CONSOLE_ADDR",
@@ -191,6 +192,59 @@ async fn registry_resolution_follows_indexes_to_the_task_platform_with_token_aut
     );
 }
 
+#[tokio::test]
+async fn registry_resolution_over_https_trusts_a_private_ca_only_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, shared, ca_pem) = start_registry_tls(&dir.path().join("ca")).await;
+    let reg = format!("127.0.0.1:{port}");
+    let ca_file = dir.path().join("registry-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let task = json!({"family": "web", "containerDefinitions": [
+        {"name": "web", "image": format!("{reg}/library/nginx:1.27")}]});
+    let path = write_task(dir.path(), "task.json", &task);
+
+    // The stand-in's CA is in no store: the TLS handshake fails, and nothing is printed.
+    let out = protect(vec!["--resolve-images".into(), path.clone()], vec![]).await;
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nginx:1.27"), "{err}");
+    assert!(
+        !shared
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.starts_with("manifest")),
+        "no request got past TLS"
+    );
+
+    // Trusting it: rustls (ring) verifies 127.0.0.1 against it, tokens and all over https.
+    let out = protect(
+        vec![
+            "--resolve-images".into(),
+            "--registry-ca-file".into(),
+            ca_file.to_string_lossy().into_owned(),
+            path,
+        ],
+        vec![],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let protected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        container(&protected, "web")["command"],
+        json!(["nginx", "-g", "daemon off;"])
+    );
+    let log = shared.lock().unwrap().log.clone();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("token library/nginx anonymous")),
+        "{log:?}"
+    );
+}
+
 /// Whether a Docker engine answers here.
 fn docker_works() -> bool {
     Command::new("docker")
@@ -230,11 +284,7 @@ async fn docker_resolution_reads_an_image_built_here() {
         "cpu": "256", "memory": "512",
         "containerDefinitions": [{"name": "app", "image": tag}]});
     let path = write_task(dir.path(), "task.json", &task);
-    let out = protect(
-        vec!["--resolve-images".into(), "docker".into(), path.clone()],
-        vec![],
-    )
-    .await;
+    let out = protect(vec!["--resolve-images=docker".into(), path.clone()], vec![]).await;
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
     assert!(out.status.success(), "{err}");
@@ -247,11 +297,7 @@ async fn docker_resolution_reads_an_image_built_here() {
     // An image the engine does not have: a clear error, nothing on stdout.
     let missing = json!({"family": "ci", "containerDefinitions": [{"name": "app", "image": "defender-test/absent:0"}]});
     let path = write_task(dir.path(), "missing.json", &missing);
-    let out = protect(
-        vec!["--resolve-images".into(), "docker".into(), path],
-        vec![],
-    )
-    .await;
+    let out = protect(vec!["--resolve-images=docker".into(), path], vec![]).await;
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -252,7 +252,7 @@ fn missing_entry_point_message(containers: &[String]) -> String {
     let example = containers.first().map_or("NAME", String::as_str);
     format!(
         "cannot protect in embedded mode: {noun} {} {verb} no \"entryPoint\", so the image's ENTRYPOINT is unknown and wrapping would silently drop it. \
-Use --resolve-images (or --resolve-images docker) to read each image's ENTRYPOINT and CMD from its registry or the local Docker engine, or, for each one, state the image's ENTRYPOINT with --entrypoint {example}='[\"/path/to/entrypoint\"]' (or {example}='[]' if the image has none; \
+Use --resolve-images (or --resolve-images=docker) to read each image's ENTRYPOINT and CMD from its registry or the local Docker engine, or, for each one, state the image's ENTRYPOINT with --entrypoint {example}='[\"/path/to/entrypoint\"]' (or {example}='[]' if the image has none; \
 `docker image inspect --format '{{{{json .Config.Entrypoint}}}}' IMAGE` shows it), or add \"entryPoint\" to the container definition, \
 or use --mode sidecar, which leaves entrypoints unchanged",
         quoted_list(containers)

@@ -314,6 +314,7 @@ fn api_resolve(params: &ApiParams, headers: &HeaderMap) -> Result<Option<Resolve
         registry: RegistryOptions {
             credentials,
             insecure: params.insecure_registries.clone(),
+            ca_pems: Vec::new(),
         },
     }))
 }
@@ -476,6 +477,7 @@ impl DeployForm {
                     .filter(|r| !r.is_empty())
                     .map(str::to_owned)
                     .collect(),
+                ca_pems: Vec::new(),
             },
         }))
     }

@@ -135,9 +135,9 @@ fn has_token(headers: &HeaderMap, repo: &str) -> bool {
         .is_some_and(|v| v == format!("Bearer tok-{repo}"))
 }
 
-fn challenge(port: u16) -> Response {
+fn challenge(base: &str) -> Response {
     let mut res = StatusCode::UNAUTHORIZED.into_response();
-    let value = format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="stand-in""#);
+    let value = format!(r#"Bearer realm="{base}/token",service="stand-in""#);
     res.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_str(&value).unwrap(),
@@ -145,9 +145,89 @@ fn challenge(port: u16) -> Response {
     res
 }
 
+/// Starts the stand-in over plain HTTP; returns its port and its state (with the request log).
 pub async fn start_registry() -> (u16, Shared) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let shared = images();
+    let app = router(format!("http://127.0.0.1:{port}"), shared.clone());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (port, shared)
+}
+
+/// Starts the stand-in over HTTPS with a certificate for 127.0.0.1 issued by a CA made now
+/// (the Console's own CA code, in `ca_dir`); returns its port, state and the CA's PEM.
+pub async fn start_registry_tls(ca_dir: &std::path::Path) -> (u16, Shared, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    std::fs::create_dir_all(ca_dir).unwrap();
+    let ca = defender_console::pki::CertAuthority::load_or_create(ca_dir).unwrap();
+    let identity = ca.server_identity(&["127.0.0.1".to_owned()]).unwrap();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shared = images();
+    let app = router(format!("https://127.0.0.1:{port}"), shared.clone());
+    let tls = TlsListener {
+        tcp: listener,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move {
+        axum::serve(tls, app).await.unwrap();
+    });
+    (port, shared, ca.cert_pem().to_owned())
+}
+
+/// A TLS listener for `axum::serve`: failed handshakes are dropped, the next one accepted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn router(base: String, shared: Shared) -> Router {
+    Router::new()
+        .route("/v2/", get(v2_root))
+        .route("/token", get(token))
+        .route("/v2/{*rest}", get(v2_object))
+        .with_state((base, shared))
+}
+
+/// The stand-in's images.
+fn images() -> Shared {
     let shared: Shared = Arc::default();
     {
         let mut r = shared.lock().unwrap();
@@ -197,29 +277,21 @@ pub async fn start_registry() -> (u16, Shared) {
             .clone();
         r.tag("defender/defender", "1", media_type, body);
     }
-    let app = Router::new()
-        .route("/v2/", get(v2_root))
-        .route("/token", get(token))
-        .route("/v2/{*rest}", get(v2_object))
-        .with_state((port, shared.clone()));
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (port, shared)
+    shared
 }
 
-async fn v2_root(State((port, _)): State<(u16, Shared)>, headers: HeaderMap) -> Response {
+async fn v2_root(State((base, _)): State<(String, Shared)>, headers: HeaderMap) -> Response {
     if headers.contains_key(header::AUTHORIZATION) {
         StatusCode::OK.into_response()
     } else {
-        challenge(port)
+        challenge(&base)
     }
 }
 
 /// The token endpoint (Docker's token authentication spec): anonymous tokens for the public
 /// `library/*` and `defender/*`, basic credentials required for everything else.
 async fn token(
-    State((_, shared)): State<(u16, Shared)>,
+    State((_, shared)): State<(String, Shared)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
@@ -256,7 +328,7 @@ async fn token(
 }
 
 async fn v2_object(
-    State((port, shared)): State<(u16, Shared)>,
+    State((base, shared)): State<(String, Shared)>,
     UrlPath(rest): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -268,7 +340,7 @@ async fn v2_object(
         return StatusCode::NOT_FOUND.into_response();
     };
     if !has_token(&headers, &repo) {
-        return challenge(port);
+        return challenge(&base);
     }
     let mut r = shared.lock().unwrap();
     r.log.push(format!("{kind} {repo} {reference}"));
