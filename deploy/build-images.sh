@@ -13,7 +13,11 @@
 #   IMAGE_TAG          tag besides `latest` (default: the workspace version, e.g. 0.1.0)
 #   IMAGE_PREFIX       repository prefix (default fargate-defender)
 #   CARGO_PROFILE      cargo profile of the binaries (default release)
-# Needs: Docker, and the musl toolchain (deploy/install-deps.sh installs it).
+# The Defender image is built for linux/amd64 and linux/arm64: the other architecture's static
+# binary with cargo-zigbuild (Zig from PyPI), checked to run under qemu-user-static, tagged
+# `$IMAGE_TAG-amd64` / `$IMAGE_TAG-arm64`, and joined into a multi-arch OCI image layout in
+# $CARGO_TARGET_DIR/defender-oci (deploy/oci-index.sh; README "Multi-arch Defender image").
+# Needs: Docker, jq, and the musl toolchain, Zig tools and qemu (deploy/install-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,8 +72,65 @@ for image in "${images[@]}"; do
 done
 t_docker=$((SECONDS - t1))
 
-echo "==> images (cargo ${t_cargo}s, docker ${t_docker}s)"
-for image in "${images[@]}"; do
-    bytes="$(docker image inspect -f '{{.Size}}' "$prefix/$image:$tag")"
-    printf '    %-34s %6.1f MB\n' "$prefix/$image:$tag" "$(echo "$bytes" | awk '{print $1 / 1000000}')"
+# ---- The Defender for the other architecture (linux/arm64 here), and a multi-arch layout ----
+# ECS tasks on Graviton (runtimePlatform.cpuArchitecture ARM64) pull the arm64 variant.
+case "$(uname -m)" in
+    x86_64) host_arch=amd64 other=aarch64 other_arch=arm64 ;;
+    aarch64) host_arch=arm64 other=x86_64 other_arch=amd64 ;;
+    *)
+        echo "build-images: no second architecture for $(uname -m)" >&2
+        exit 1
+        ;;
+esac
+other_triple="$other-unknown-linux-musl"
+tools="${DEFENDER_TOOLS_DIR:-$HOME/.cache/defender-tools}"
+export PATH="$tools/zigbuild/bin:$PATH"
+if ! command -v cargo-zigbuild >/dev/null || ! command -v "qemu-$other-static" >/dev/null; then
+    echo "build-images: cargo-zigbuild or qemu-$other-static missing; run deploy/install-deps.sh" >&2
+    exit 1
+fi
+t2=$SECONDS
+echo "==> cargo zigbuild --profile $profile --target $other_triple -p defender (static, via Zig)"
+CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_TARGET_DIR="$target_dir" \
+    cargo zigbuild --locked --profile "$profile" --target "$other_triple" -p defender --bins
+t_cross=$((SECONDS - t2))
+other_bin="$target_dir/$other_triple/$out_dir/defender"
+# Prove the binary runs on that architecture (user-mode emulation) and is ours.
+ran="$("qemu-$other-static" "$other_bin" --version)"
+if [ "$ran" != "defender $version" ]; then
+    echo "build-images: $other_bin under qemu-$other-static printed \"$ran\", not \"defender $version\"" >&2
+    exit 1
+fi
+echo "==> $other_bin runs under qemu-$other-static: $ran"
+other_stage="$target_dir/docker-rootfs-$other_arch"
+rm -rf "$other_stage"
+install -D -m 0755 "$other_bin" "$other_stage/defender/var/lib/defender/defender"
+echo "==> $prefix/defender:$tag-$other_arch (FROM scratch, linux/$other_arch, no pull)"
+# --no-cache: the classic builder would otherwise reuse a layer of the other platform.
+if ! docker build --no-cache --platform "linux/$other_arch" -f "$stage/defender.Dockerfile" \
+    -t "$prefix/defender:$tag-$other_arch" "$other_stage/defender" >"$other_stage/build.log" 2>&1; then
+    cat "$other_stage/build.log" >&2
+    exit 1
+fi
+docker tag "$prefix/defender:$tag" "$prefix/defender:$tag-$host_arch"
+for arch in "$host_arch" "$other_arch"; do
+    got="$(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$prefix/defender:$tag-$arch")"
+    if [ "$got" != "linux/$arch" ]; then
+        echo "build-images: $prefix/defender:$tag-$arch is $got, not linux/$arch" >&2
+        exit 1
+    fi
+done
+oci_dir="$target_dir/defender-oci"
+index_digest="$(bash deploy/oci-index.sh "$oci_dir" "$tag" \
+    "$prefix/defender:$tag-amd64" "$prefix/defender:$tag-arm64")"
+echo "==> multi-arch OCI layout $oci_dir (linux/amd64 + linux/arm64, index $index_digest)"
+echo "    push: skopeo copy --all oci:$oci_dir:$tag docker://REGISTRY/defender:$tag"
+t_cross_total=$((SECONDS - t2))
+
+echo "==> images (cargo ${t_cargo}s, docker ${t_docker}s, $other_arch Defender ${t_cross_total}s of which cargo zigbuild ${t_cross}s)"
+for image in "${images[@]}" "defender:$tag-$other_arch"; do
+    ref="$prefix/$image"
+    [ "${image#*:}" = "$image" ] && ref="$prefix/$image:$tag"
+    bytes="$(docker image inspect -f '{{.Size}}' "$ref")"
+    printf '    %-34s %6.1f MB\n' "$ref" "$(echo "$bytes" | awk '{print $1 / 1000000}')"
 done

@@ -18,7 +18,28 @@ musl_target="$(uname -m)-unknown-linux-musl"
 if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -qx "$musl_target"; then
     rustup target add "$musl_target"
 fi
+# The Defender image is also built for the other architecture (linux/arm64 on an x86_64 host):
+# its Rust target, Zig and cargo-zigbuild from PyPI in a venv (a static aarch64 musl binary
+# without a cross gcc or an aarch64 musl sysroot), and qemu-user-static to prove it runs.
+case "$(uname -m)" in
+    x86_64) other_arch=aarch64 ;;
+    *) other_arch=x86_64 ;;
+esac
+if command -v rustup >/dev/null && ! rustup target list --installed 2>/dev/null | grep -qx "$other_arch-unknown-linux-musl"; then
+    rustup target add "$other_arch-unknown-linux-musl"
+fi
 missing=()
+tools="${DEFENDER_TOOLS_DIR:-$HOME/.cache/defender-tools}"
+if [ ! -x "$tools/zigbuild/bin/cargo-zigbuild" ]; then
+    if python3 -m venv "$tools/zigbuild" >/dev/null 2>&1 && [ -x "$tools/zigbuild/bin/pip" ]; then
+        echo "install-deps: installing cargo-zigbuild and ziglang (PyPI) into $tools/zigbuild"
+        "$tools/zigbuild/bin/pip" install -q --disable-pip-version-check "cargo-zigbuild==0.24.1" "ziglang==0.17.1"
+    else
+        rm -rf "$tools/zigbuild"
+        missing+=(python3-venv)
+    fi
+fi
+command -v "qemu-$other_arch-static" >/dev/null || missing+=(qemu-user-static)
 command -v "$(uname -m)-linux-musl-gcc" >/dev/null || command -v musl-gcc >/dev/null || missing+=(musl-tools)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
@@ -30,4 +51,8 @@ if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 elif [ "${#missing[@]}" -gt 0 ]; then
     echo "install-deps: please install ${missing[*]} (no apt-get here)" >&2
+fi
+# Debian's python3 without venv support: retry the Zig tools now that python3-venv is there.
+if [ ! -x "$tools/zigbuild/bin/cargo-zigbuild" ] && python3 -m venv "$tools/zigbuild" >/dev/null 2>&1; then
+    "$tools/zigbuild/bin/pip" install -q --disable-pip-version-check "cargo-zigbuild==0.24.1" "ziglang==0.17.1"
 fi

@@ -300,6 +300,41 @@ pub struct ProtectArgs {
     /// the environment, one per line.
     #[arg(long, env = "DEFENDER_ENTRYPOINTS", value_name = "NAME=JSON_ARRAY")]
     pub entrypoint: Vec<String>,
+    /// Read the ENTRYPOINT and CMD of containers that state no entryPoint from their images:
+    /// `--resolve-images` (or `=registry`) over the OCI distribution API,
+    /// `--resolve-images=docker` from the local Docker engine (`docker image inspect`).
+    #[arg(
+        long,
+        env = "DEFENDER_RESOLVE_IMAGES",
+        value_name = "SOURCE",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "registry"
+    )]
+    pub resolve_images: Option<crate::image_resolve::ImageSource>,
+    /// User name for registries (Amazon ECR: `AWS`); the password is read from the
+    /// REGISTRY_PASSWORD environment variable or --registry-password-file, never from argv.
+    #[arg(long, env = "REGISTRY_USERNAME", requires = "resolve_images")]
+    pub registry_username: Option<String>,
+    /// File holding the registry password (e.g. `aws ecr get-login-password > f`).
+    #[arg(long, env = "REGISTRY_PASSWORD_FILE", requires = "registry_username")]
+    pub registry_password_file: Option<PathBuf>,
+    /// Docker's `config.json` with `auths` entries, for registry credentials.
+    #[arg(long, env = "REGISTRY_AUTH_FILE", requires = "resolve_images")]
+    pub registry_auth_file: Option<PathBuf>,
+    /// PEM file of a CA to trust for registries (a private registry's CA), besides the system's
+    /// and Mozilla's roots.
+    #[arg(long, env = "REGISTRY_CA_FILE", requires = "resolve_images")]
+    pub registry_ca_file: Option<PathBuf>,
+    /// Registry (`host:port`) to reach over plain HTTP, e.g. a local registry; repeatable.
+    #[arg(
+        long,
+        env = "DEFENDER_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub insecure_registry: Vec<String>,
 }
 
 /// `--mode` of `fargate protect`.

@@ -16,6 +16,9 @@ use serde_json::Value;
 
 use crate::bundle::InstallBundle;
 use crate::cli::ProtectArgs;
+use crate::image_resolve::{
+    RegistryCredentials, RegistryOptions, ResolveError, read_docker_config,
+};
 use crate::server::{self, ServerError};
 use crate::store::{Store, StoreError, TokenKind};
 
@@ -118,6 +121,70 @@ pub fn certificate_names(sans: &[String], host: &str) -> bool {
     })
 }
 
+/// Whether a Console address names this machine (`localhost`, `127.0.0.0/8`, `::1`, or the
+/// unspecified `0.0.0.0` / `::`): a Fargate task runs elsewhere and cannot reach it.
+pub fn is_loopback_addr(addr: &str) -> bool {
+    let addr = addr.trim();
+    let host = match addr.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None if addr.matches(':').count() > 1 => addr,
+        None => addr.split(':').next().unwrap_or_default(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+/// Sorts warnings by the container they concern (`container "NAME"…` or
+/// `containerDefinitions[N]…`), in the definition's container order; the rest concern the task
+/// definition as a whole. Returns `(task-level, [(container, warnings)])`.
+pub fn warnings_by_container<'a>(
+    task_definition: &Value,
+    warnings: &'a [String],
+) -> (Vec<&'a str>, Vec<(String, Vec<&'a str>)>) {
+    let names: Vec<String> = task_definition
+        .get("containerDefinitions")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    c.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut general = Vec::new();
+    let mut by_container: Vec<(String, Vec<&str>)> =
+        names.iter().map(|n| (n.clone(), Vec::new())).collect();
+    for warning in warnings {
+        let named = warning
+            .strip_prefix("container ")
+            .and_then(|rest| {
+                serde_json::Deserializer::from_str(rest)
+                    .into_iter::<String>()
+                    .next()
+            })
+            .and_then(Result::ok)
+            .or_else(|| {
+                let rest = warning.strip_prefix("containerDefinitions[")?;
+                let (index, _) = rest.split_once(']')?;
+                names.get(index.parse::<usize>().ok()?).cloned()
+            });
+        match named.and_then(|n| by_container.iter_mut().find(|(name, _)| *name == n)) {
+            Some((_, list)) => list.push(warning),
+            None => general.push(warning.as_str()),
+        }
+    }
+    by_container.retain(|(_, list)| !list.is_empty());
+    (general, by_container)
+}
+
 /// Checks that `input` can be protected with `opts` before an enrollment token is made for it,
 /// and returns its family (for the token's description).
 pub fn family_if_protectable(input: &str, opts: &ProtectOptions) -> Result<String, ProtectError> {
@@ -186,6 +253,10 @@ pub enum ProtectCommandError {
     NoConsoleData { dir: PathBuf },
     #[error("--new-bundle: cannot create an enrollment token: {error}")]
     Bundle { error: ServerError },
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
+    #[error("cannot read {path}: {error}")]
+    PasswordFile { path: String, error: std::io::Error },
 }
 
 /// How `path` is named in messages.
@@ -244,7 +315,17 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         mode: args.mode.into(),
         sidecar_name: args.sidecar_name.clone(),
         entrypoints,
+        ..ProtectOptions::default()
     };
+    let mut resolve_warnings = Vec::new();
+    if let Some(source) = args.resolve_images {
+        let registry = registry_options(args)?;
+        let plan = defender_taskdef::plan_resolution(&input, &opts).map_err(protect_error)?;
+        let resolution =
+            crate::image_resolve::resolve(&plan, source, &opts.defender_image, &registry).await?;
+        opts.resolved_images = resolution.images;
+        resolve_warnings = resolution.warnings;
+    }
     if args.new_bundle {
         // clap makes --new-bundle require --console-addr.
         let addr = args.console_addr.as_deref().unwrap_or_default();
@@ -265,7 +346,43 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         .map_err(|error| ProtectCommandError::Bundle { error })?;
         opts.bundle = BundleSource::Env(bundle.encode());
     }
-    defender_taskdef::protect(&input, &opts).map_err(protect_error)
+    let mut protected = defender_taskdef::protect(&input, &opts).map_err(protect_error)?;
+    protected.warnings.extend(resolve_warnings);
+    Ok(protected)
+}
+
+/// Registry credentials and plain-HTTP registries from the command line and environment.
+fn registry_options(args: &ProtectArgs) -> Result<RegistryOptions, ProtectCommandError> {
+    let mut credentials = RegistryCredentials::default();
+    if let Some(path) = &args.registry_auth_file {
+        credentials.docker_config = read_docker_config(path)?;
+    }
+    if let Some(user) = &args.registry_username {
+        let password = match &args.registry_password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|error| ProtectCommandError::PasswordFile {
+                    path: path.display().to_string(),
+                    error,
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            None => std::env::var("REGISTRY_PASSWORD").unwrap_or_default(),
+        };
+        credentials.basic = Some((user.clone(), password));
+    }
+    let mut ca_pems = Vec::new();
+    if let Some(path) = &args.registry_ca_file {
+        let pem = std::fs::read(path).map_err(|error| ProtectCommandError::PasswordFile {
+            path: path.display().to_string(),
+            error,
+        })?;
+        ca_pems.push(pem);
+    }
+    Ok(RegistryOptions {
+        credentials,
+        insecure: args.insecure_registry.clone(),
+        ca_pems,
+    })
 }
 
 #[cfg(test)]
@@ -357,6 +474,46 @@ mod tests {
             family_if_protectable(no_entry_point, &opts),
             Err(ProtectError::MissingEntryPoint { .. })
         ));
+    }
+
+    #[test]
+    fn loopback_addresses_are_recognised() {
+        for addr in [
+            "127.0.0.1:8084",
+            "localhost:8084",
+            "LOCALHOST",
+            "[::1]:8084",
+            "::1",
+            "127.1.2.3:1",
+            "0.0.0.0:8084",
+            "app.localhost:1",
+        ] {
+            assert!(is_loopback_addr(addr), "{addr}");
+        }
+        for addr in [
+            "console.example.com:8084",
+            "10.0.0.5:8084",
+            "[fd00::1]:8084",
+        ] {
+            assert!(!is_loopback_addr(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn warnings_are_sorted_by_container() {
+        let task = serde_json::json!({"containerDefinitions": [{"name": "web"}, {"name": "api"}, {"name": "defender"}]});
+        let warnings = vec![
+            "family \"x\" is odd".to_owned(),
+            "container \"api\" drops ALL capabilities".to_owned(),
+            "containerDefinitions[0]: \"x\" is not one of the values".to_owned(),
+            "container \"defender\": the Defender sidecar has no install bundle".to_owned(),
+            "container \"gone\": not in the output".to_owned(),
+        ];
+        let (general, by) = warnings_by_container(&task, &warnings);
+        assert_eq!(general, [warnings[0].as_str(), warnings[4].as_str()]);
+        let names: Vec<&str> = by.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web", "api", "defender"]);
+        assert_eq!(by[1].1, [warnings[1].as_str()]);
     }
 
     #[test]

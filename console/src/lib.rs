@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod lifecycle;
 pub mod limits;
 pub mod listen;
+pub mod image_resolve;
 pub mod pki;
 pub mod policy_feed;
 pub mod ratelimit;

@@ -27,7 +27,7 @@ const ENV_VARS: [&str; 9] = [
 
 const XRAY_OVERRIDES: [&str; 4] = [
     "--entrypoint",
-    r#"log_router=["/entrypoint.sh"]"#,
+    r#"log_router=[]"#,
     "--entrypoint",
     r#"xray=["/xray", "-t", "0.0.0.0:2000", "-b", "0.0.0.0:2000"]"#,
 ];
@@ -159,11 +159,11 @@ fn describe_task_definition_output_is_protected() {
         nginx["command"],
         serde_json::json!(["nginx", "-g", "daemon off;"])
     );
-    assert!(
-        !stderr(&out).contains("warning"),
-        "no warnings: {}",
-        stderr(&out)
-    );
+    // No bundle option: the only warning says so.
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("no install bundle"), "{err}");
 }
 
 #[test]
@@ -180,6 +180,31 @@ fn containers_without_entry_point_are_refused_then_protected_with_overrides() {
         "names the input: {err}"
     );
 
+    // An override without a command would drop the image's CMD: refused, never silently.
+    let mut args: Vec<&str> = XRAY_OVERRIDES.to_vec();
+    args.push(path);
+    let err = failed(&run(&args));
+    assert!(
+        err.contains("\"log_router\"") && err.contains("CMD") && err.contains("--resolve-images"),
+        "{err}"
+    );
+
+    // With the image's CMD stated as log_router's command, the overrides are enough.
+    let dir = tempfile::tempdir().unwrap();
+    let mut described: Value =
+        serde_json::from_str(&std::fs::read_to_string(data("java-firelens-xray.json")).unwrap())
+            .unwrap();
+    for c in described["taskDefinition"]["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if c["name"] == "log_router" {
+            c["command"] = serde_json::json!(["/entrypoint.sh"]);
+        }
+    }
+    let with_cmd = dir.path().join("with-cmd.json");
+    std::fs::write(&with_cmd, described.to_string()).unwrap();
+    let path = with_cmd.to_str().unwrap();
     let mut args: Vec<&str> = XRAY_OVERRIDES.to_vec();
     args.push(path);
     let out = run(&args);
@@ -203,10 +228,14 @@ fn containers_without_entry_point_are_refused_then_protected_with_overrides() {
         xray["command"],
         serde_json::json!(["-o", "-n", "us-east-1"])
     );
-    // The library's warning about log_router reaches stderr, not stdout.
+    assert_eq!(
+        container(&task, "log_router")["command"],
+        serde_json::json!(["/entrypoint.sh"])
+    );
+    // The library's warnings reach stderr, not stdout.
     let err = stderr(&out);
     assert!(
-        err.contains("warning:") && err.contains("\"log_router\" has no \"command\""),
+        err.contains("warning: container \"defender\": the Defender sidecar has no install bundle"),
         "{err}"
     );
 

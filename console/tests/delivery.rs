@@ -80,6 +80,9 @@ impl ConsoleProc {
     }
 
     async fn wait_healthy(&self) {
+        // reqwest is built with rustls and no default provider (oci-client's feature): a
+        // client needs the process provider installed first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

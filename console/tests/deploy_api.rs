@@ -1,5 +1,6 @@
 //! `POST /api/v1/defenders/fargate.json`: a real Console on 127.0.0.1:0, called with reqwest.
 
+mod registry_support;
 mod web_support;
 
 use std::path::Path;
@@ -150,7 +151,9 @@ async fn returns_the_protected_task_definition_itself() {
     )
     .await;
     let (task, warnings) = protected(resp).await;
-    assert!(warnings.is_empty(), "{warnings:?}");
+    // No bundle option: the one warning says the Defender could not enroll as is.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("no install bundle"), "{warnings:?}");
     assert!(task.get("taskDefinitionArn").is_none());
     assert!(task.get("requiresAttributes").is_none());
     assert_eq!(task["family"], "web-nginx");
@@ -325,14 +328,33 @@ async fn bad_input_is_a_400_with_the_reason() {
     assert!(msg.contains("\"log_router\", \"xray\""), "{msg}");
     assert!(msg.contains("--entrypoint"), "{msg}");
 
-    // The same definition with its entrypoints stated (repeatable parameter).
+    // The same definition with its entrypoints stated (repeatable parameter): an override
+    // without a command would drop the image's CMD, so it is refused ...
     let query = format!(
         "?entrypoint={}&entrypoint={}",
-        urlencode(r#"log_router=["/entrypoint.sh"]"#),
+        urlencode(r#"log_router=[]"#),
         urlencode(r#"xray=["/xray"]"#)
     );
-    let (task, warnings) =
-        protected(post(&web, &token, &query, data("java-firelens-xray.json")).await).await;
+    let msg = error(
+        post(&web, &token, &query, data("java-firelens-xray.json")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        msg.contains("\"log_router\"") && msg.contains("CMD"),
+        "{msg}"
+    );
+    // ... and accepted once log_router states its CMD as command.
+    let mut described: Value = serde_json::from_str(&data("java-firelens-xray.json")).unwrap();
+    for c in described["taskDefinition"]["containerDefinitions"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if c["name"] == "log_router" {
+            c["command"] = json!(["/entrypoint.sh"]);
+        }
+    }
+    let (task, warnings) = protected(post(&web, &token, &query, described.to_string()).await).await;
     assert_eq!(
         container(&task, "xray")["entryPoint"],
         json!([
@@ -346,7 +368,7 @@ async fn bad_input_is_a_400_with_the_reason() {
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("\"log_router\" has no \"command\"")),
+            .any(|w| w.contains("the Defender sidecar has no install bundle")),
         "{warnings:?}"
     );
 
@@ -413,4 +435,62 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn resolve_images_reads_the_registry_with_credentials_from_a_header() {
+    let web = Web::start().await;
+    let token = web.api_token().await;
+    let (port, _log) = registry_support::start_registry().await;
+    let reg = format!("127.0.0.1:{port}");
+    let body = json!({"family": "api", "containerDefinitions": [
+        {"name": "api", "image": format!("{reg}/private/api:2")}]})
+    .to_string();
+    let query = format!("?resolveImages=registry&insecureRegistry={reg}");
+    let send = |auth: Option<String>| {
+        let mut req = web
+            .http
+            .post(web.url(&format!("{PATH}{query}")))
+            .bearer_auth(&token)
+            .body(body.clone());
+        if let Some(auth) = auth {
+            req = req.header("X-Registry-Auth", auth);
+        }
+        req.send()
+    };
+    // Anonymous: the registry refuses the private repository (a 502 naming the image).
+    let msg = error(send(None).await.unwrap(), StatusCode::BAD_GATEWAY).await;
+    assert!(msg.contains("private/api:2"), "{msg}");
+    // With credentials: the image's CMD becomes the command (no ENTRYPOINT in the image).
+    let auth = STANDARD.encode(format!(
+        "{}:{}",
+        registry_support::USER,
+        registry_support::PASSWORD
+    ));
+    let (task, warnings) = protected(send(Some(auth)).await.unwrap()).await;
+    let api = container(&task, "api");
+    assert_eq!(api["command"], json!(["/api", "serve"]));
+    assert_eq!(
+        api["entryPoint"],
+        json!(["/var/lib/defender/defender", "fargate", "entrypoint", "--"])
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("container \"api\": ENTRYPOINT [] and CMD")),
+        "{warnings:?}"
+    );
+    // A bad header or source is a 400.
+    let msg = error(
+        send(Some("not base64!".into())).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("X-Registry-Auth"), "{msg}");
+    let msg = error(
+        post(&web, &token, "?resolveImages=ftp", body.clone()).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("resolveImages"), "{msg}");
 }

@@ -1,6 +1,7 @@
 //! Deploy > Defenders (`/deploy/defenders`): login, CSRF, generating, and escaping of what the
 //! operator pasted. A real Console on 127.0.0.1:0, driven with reqwest like a browser form.
 
+mod registry_support;
 mod web_support;
 
 use std::path::Path;
@@ -124,12 +125,15 @@ async fn get_renders_the_form_with_csrf_and_defaults() {
         html.contains("<a href=\"/deploy/defenders\" class=\"active\">"),
         "{html}"
     );
-    // Console address suggested from the Host header, with the gRPC port.
+    // The browser reached the UI at 127.0.0.1, which a Fargate task cannot reach: no
+    // loopback address is suggested (a reachable Host header is, see the unit tests).
     let grpc_port = web.console.grpc_addr.port();
     assert!(
-        html.contains(&format!("value=\"127.0.0.1:{grpc_port}\"")),
-        "suggested Console address"
+        !html.contains(&format!("value=\"127.0.0.1:{grpc_port}\"")),
+        "no loopback Console address suggested"
     );
+    assert!(html.contains("name=\"allowLoopback\""));
+    assert!(html.contains("name=\"resolveImages\""));
     assert!(html.contains(defender_taskdef::DEFAULT_DEFENDER_IMAGE));
     // The next steps.
     assert!(html.contains("defender-console bundle --console-addr"));
@@ -137,7 +141,7 @@ async fn get_renders_the_form_with_csrf_and_defaults() {
         html.contains("aws ecs register-task-definition --cli-input-json file://protected.json")
     );
     assert!(html.contains(&format!(
-        "'http://{}/api/v1/defenders/fargate.json?consoleaddr=127.0.0.1:{grpc_port}&amp;installBundle=true'",
+        "'http://{}/api/v1/defenders/fargate.json?consoleaddr=console.example.com:{grpc_port}&amp;installBundle=true'",
         web.console.http_addr
     )));
     // Nothing generated yet.
@@ -222,6 +226,28 @@ async fn a_new_install_bundle_is_embedded_and_enrolls() {
             &[
                 ("taskdef", &input),
                 ("consoleaddr", "localhost"),
+                ("bundle", "new"),
+                ("mode", "sidecar"),
+            ],
+        )
+        .await;
+    // A loopback Console address is refused next to its field, and no token is made ...
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    let error = unescape(element_text(&html, "consoleaddr-error", "</div>"));
+    assert!(
+        error.contains("cannot reach it") && error.contains("Use this address anyway"),
+        "{error}"
+    );
+    assert!(!html.contains("id=\"protected-json\""));
+    // ... unless the operator insists.
+    let resp = browser
+        .generate(
+            &web,
+            &[
+                ("taskdef", &input),
+                ("consoleaddr", "localhost"),
+                ("allowLoopback", "on"),
                 ("bundle", "new"),
                 ("mode", "sidecar"),
             ],
@@ -365,4 +391,88 @@ async fn errors_are_shown_inline_and_the_input_is_kept_escaped() {
     let html = resp.text().await.unwrap();
     let error = unescape(element_text(&html, "consoleaddr-error", "</div>"));
     assert!(error.contains("install bundle"), "{error}");
+}
+
+#[tokio::test]
+async fn warnings_sit_next_to_their_container_and_images_resolve_from_the_registry() {
+    let web = Web::start().await;
+    let browser = Browser::login(&web).await;
+    let (port, _log) = registry_support::start_registry().await;
+    let reg = format!("127.0.0.1:{port}");
+    let input = serde_json::json!({
+        "family": "web", "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"],
+        "cpu": "1024", "memory": "2048",
+        "containerDefinitions": [
+            {"name": "web", "image": format!("{reg}/library/nginx:1.27")},
+            {"name": "hardened", "image": "app:1", "entryPoint": ["/app"],
+             "linuxParameters": {"capabilities": {"drop": ["ALL"]}}}
+        ]
+    })
+    .to_string();
+    let base = [
+        ("taskdef", input.as_str()),
+        ("consoleaddr", "console.internal:8084"),
+        ("bundle", "none"),
+        ("mode", "embedded"),
+    ];
+
+    // Without a lookup, the refusal names the container and the way out.
+    let resp = browser.generate(&web, &base).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    let error = unescape(element_text(&html, "taskdef-error", "</div>"));
+    assert!(
+        error.contains("\"web\"") && error.contains("--resolve-images"),
+        "{error}"
+    );
+
+    // A registry that is not reachable over plain HTTP gives its error next to the option.
+    let mut fields = base.to_vec();
+    fields.push(("resolveImages", "registry"));
+    let resp = browser.generate(&web, &fields).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let html = resp.text().await.unwrap();
+    let error = unescape(element_text(&html, "resolveImages-error", "</div>"));
+    assert!(error.contains("nginx:1.27"), "{error}");
+
+    fields.push(("insecureRegistries", reg.as_str()));
+    fields.push(("registryUsername", registry_support::USER));
+    fields.push(("registryPassword", registry_support::PASSWORD));
+    let resp = browser.generate(&web, &fields).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    assert!(
+        !html.contains(registry_support::PASSWORD),
+        "the password is never echoed"
+    );
+    let task: Value = serde_json::from_str(&unescape(element_text(
+        &html,
+        "protected-json",
+        "</textarea>",
+    )))
+    .unwrap();
+    assert_eq!(
+        container(&task, "web")["command"],
+        serde_json::json!(["nginx", "-g", "daemon off;"])
+    );
+    // Each container's warnings in its own block, the task's apart.
+    assert!(html.contains("id=\"warnings\""));
+    let block = |name: &str| {
+        let marker = format!("data-container=\"{name}\"");
+        let at = html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no block for {name}"));
+        let end = at + html[at..].find("</ul>").expect("list end");
+        unescape(&html[at..end])
+    };
+    let web_block = block("web");
+    assert!(
+        web_block.contains("ENTRYPOINT [\"/docker-entrypoint.sh\"]"),
+        "{web_block}"
+    );
+    assert!(!web_block.contains("drops ALL"), "{web_block}");
+    let hardened = block("hardened");
+    assert!(hardened.contains("drops ALL capabilities"), "{hardened}");
+    let defender = block("defender");
+    assert!(defender.contains("no install bundle"), "{defender}");
 }

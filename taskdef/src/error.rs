@@ -147,6 +147,67 @@ pub enum ProtectError {
         reason: String,
     },
 
+    /// A key RegisterTaskDefinition does not know carries data and looks like a misspelt
+    /// known key (`Environment` for `environment`): dropping it would silently lose the data.
+    #[error(
+        "{path}: {key:?} is not a key RegisterTaskDefinition accepts, and it holds data that would be lost; did you mean {intended:?}? Rename it (keys are case-sensitive) and try again"
+    )]
+    MisspeltKey {
+        /// Where the key is, e.g. `containerDefinitions[0]` or `the task definition`.
+        path: String,
+        /// The key as written.
+        key: String,
+        /// The accepted key it most likely means.
+        intended: String,
+    },
+
+    /// No `runtimePlatform` says Windows, but the containers do (PowerShell or `cmd` entry
+    /// points, `C:\` paths, Windows base images).
+    #[error(
+        "this task definition runs on Windows: container {container:?} {evidence}; the Defender supports Linux tasks only (a Windows task definition without runtimePlatform runs on EC2 Windows instances)"
+    )]
+    WindowsDetected {
+        /// The container that shows it.
+        container: String,
+        /// What shows it, worded for the message.
+        evidence: String,
+    },
+
+    /// The Defender sidecar would exceed ECS's container limit per task definition.
+    #[error(
+        "the task definition already has {count} containers, and ECS allows at most {limit} per task definition (service quota \"Containers per task definition\"), so the Defender sidecar cannot be added. There is no sidecar-free way to protect it (the sidecar carries the Defender binary in both modes): move one container to its own task definition (for example a separate service), or merge two of them, then protect again"
+    )]
+    TooManyContainers {
+        /// Application containers in the definition.
+        count: usize,
+        /// ECS's limit.
+        limit: usize,
+    },
+
+    /// The protected definition would exceed ECS's size limit for a registered task definition.
+    #[error(
+        "the protected task definition is {size} bytes as ECS measures it (compact JSON), more than the {limit}-byte (64 KiB) limit of RegisterTaskDefinition (the input is {input_size} bytes; the Defender adds {added}). Make it smaller: move environment variables into an S3 environment file (environmentFiles) or into secrets, or drop unused settings"
+    )]
+    TaskDefinitionTooLarge {
+        /// Compact JSON size of the output in bytes.
+        size: usize,
+        /// Compact JSON size of the cleaned input in bytes.
+        input_size: usize,
+        /// Bytes the protection adds.
+        added: usize,
+        /// ECS's limit in bytes.
+        limit: usize,
+    },
+
+    /// An entrypoint override without `command`: wrapping would drop the image's CMD.
+    #[error(
+        "container {container:?}: --entrypoint states its image's ENTRYPOINT, but the container has no \"command\", and once entryPoint is set Docker no longer runs the image's CMD, which would be silently dropped. Add the image's CMD as \"command\" (`docker image inspect --format '{{{{json .Config.Cmd}}}}' IMAGE` shows it), or use --resolve-images to read both from the image, or, if the image has no CMD, write the entry point as the container's \"entryPoint\" instead of an override"
+    )]
+    OverrideWithoutCommand {
+        /// The container's name.
+        container: String,
+    },
+
     /// A protect option has an unusable value.
     #[error("invalid {option}: {reason}")]
     InvalidOption {
@@ -191,7 +252,7 @@ fn missing_entry_point_message(containers: &[String]) -> String {
     let example = containers.first().map_or("NAME", String::as_str);
     format!(
         "cannot protect in embedded mode: {noun} {} {verb} no \"entryPoint\", so the image's ENTRYPOINT is unknown and wrapping would silently drop it. \
-For each one, state the image's ENTRYPOINT with --entrypoint {example}='[\"/path/to/entrypoint\"]' (or {example}='[]' if the image has none; \
+Use --resolve-images (or --resolve-images=docker) to read each image's ENTRYPOINT and CMD from its registry or the local Docker engine, or, for each one, state the image's ENTRYPOINT with --entrypoint {example}='[\"/path/to/entrypoint\"]' (or {example}='[]' if the image has none; \
 `docker image inspect --format '{{{{json .Config.Entrypoint}}}}' IMAGE` shows it), or add \"entryPoint\" to the container definition, \
 or use --mode sidecar, which leaves entrypoints unchanged",
         quoted_list(containers)

@@ -12,17 +12,22 @@
 //! `model/register-task-definition.json`; `unwrap` removes an earlier protection (ours or
 //! Prisma Cloud's); `protect` adds ours.
 
+mod ecs_rules;
 mod error;
+mod images;
 mod input;
 mod layout;
 mod options;
 mod protect;
 mod register_model;
+mod sidecar_edits;
 mod unwrap;
 
 use serde_json::Value;
 
+pub use ecs_rules::{MAX_CONTAINERS, MAX_TASK_DEFINITION_BYTES, ecs_size};
 pub use error::ProtectError;
+pub use images::{ImageConfig, Platform, ResolutionPlan, ResolvedImages, plan_resolution};
 pub use input::MAX_INPUT_BYTES;
 pub use layout::{DEFENDER_BIN, DEFENDER_DIR};
 pub use options::{
@@ -51,12 +56,28 @@ pub fn protect(input: &str, opts: &ProtectOptions) -> Result<Protected, ProtectE
     let mut task = register_model::clean_task(task, &mut warnings)?;
     let before = Value::Object(task.clone());
 
+    let os_stated = task
+        .get("runtimePlatform")
+        .and_then(|p| p.get("operatingSystemFamily"))
+        .is_some();
+    if !os_stated {
+        ecs_rules::refuse_windows(&task)?;
+    }
     let unwrapped = unwrap::unwrap(&mut task);
+    ecs_rules::refuse_too_many_containers(&task)?;
+    ecs_rules::warn_registration_rules(&task, &mut warnings);
     protect::apply(&mut task, opts, &unwrapped, &mut warnings)?;
+    if opts.mode == Mode::Embedded {
+        ecs_rules::warn_drop_all(&task, &mut warnings);
+    }
+    ecs_rules::app_mesh_egress(&mut task, opts, &mut warnings);
+    ecs_rules::warn_defender_platform(&task, opts, &mut warnings);
 
     let mut task_definition = Value::Object(task);
     layout::sort_keys(&mut task_definition);
-    if task_definition == before {
+    ecs_rules::refuse_too_large(&task_definition, &before)?;
+    let unchanged = normalized(&task_definition) == normalized(&before);
+    if unchanged {
         warnings.push("already protected with these options; nothing changed".into());
     } else if unwrapped.twistlock {
         warnings.push(
@@ -65,9 +86,9 @@ pub fn protect(input: &str, opts: &ProtectOptions) -> Result<Protected, ProtectE
         );
     }
     for (name, image) in &unwrapped.our_sidecars {
-        if task_definition != before {
+        if !unchanged {
             warnings.push(format!(
-                "replaced the Defender sidecar {name:?} ({image}) of an earlier protection"
+                "updated the Defender sidecar {name:?} ({image}) of an earlier protection: its image, entry point and the variables this tool sets were rewritten, everything else added to it was kept"
             ));
         }
     }
@@ -75,4 +96,31 @@ pub fn protect(input: &str, opts: &ProtectOptions) -> Result<Protected, ProtectE
         task_definition,
         warnings,
     })
+}
+
+/// `task` with each container's `environment` and `secrets` sorted by name: a register /
+/// describe round trip may reorder them without changing what the task gets.
+fn normalized(task: &Value) -> Value {
+    let mut task = task.clone();
+    if let Some(containers) = task
+        .get_mut("containerDefinitions")
+        .and_then(Value::as_array_mut)
+    {
+        for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+            for key in ["environment", "secrets"] {
+                if let Some(list) = container.get_mut(key).and_then(Value::as_array_mut) {
+                    list.sort_by(|a, b| {
+                        let name = |v: &Value| {
+                            v.get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned()
+                        };
+                        name(a).cmp(&name(b))
+                    });
+                }
+            }
+        }
+    }
+    task
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::ProtectError;
+use crate::images::ResolvedImages;
 
 /// The Defender image used when the operator names none; tagged with this crate's version.
 pub const DEFAULT_DEFENDER_IMAGE: &str =
@@ -31,6 +32,9 @@ pub struct ProtectOptions {
     pub sidecar_name: String,
     /// Per-container statement of the image ENTRYPOINT, replacing the container's `entryPoint`.
     pub entrypoints: BTreeMap<String, Vec<String>>,
+    /// Image ENTRYPOINT/CMD and Defender image platforms looked up by the Console
+    /// (`--resolve-images`); empty when nothing was looked up.
+    pub resolved_images: ResolvedImages,
 }
 
 impl Default for ProtectOptions {
@@ -42,6 +46,7 @@ impl Default for ProtectOptions {
             mode: Mode::Embedded,
             sidecar_name: DEFAULT_SIDECAR_NAME.to_owned(),
             entrypoints: BTreeMap::new(),
+            resolved_images: ResolvedImages::default(),
         }
     }
 }

@@ -12,11 +12,12 @@
 //! * Sidecar mode leaves application containers alone and sets `pidMode: task` (Fargate
 //!   platform 1.4+) so the sidecar sees every process of the task.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
 use crate::error::ProtectError;
+use crate::images::ImageConfig;
 use crate::layout::{
     ENTRYPOINT_WRAPPER, ENV_CONSOLE_ADDR, ENV_CONTAINER_IMAGE, ENV_CONTAINER_NAME,
     ENV_FARGATE_TASK, ENV_INSTALL_BUNDLE, ENV_MODE, SIDECAR_ENTRYPOINT, SIDECAR_HEALTHCHECK,
@@ -86,6 +87,31 @@ pub(crate) fn apply(
         );
         warnings.push(format!(
             "the task definition sets no task-level \"memory\", so the Defender sidecar reserves {SIDECAR_MEMORY_RESERVATION_MIB} MiB (memoryReservation)"
+        ));
+    }
+    if let (Some(previous), Value::Object(fresh)) = (
+        crate::sidecar_edits::pick(&unwrapped.our_sidecar_definitions, opts),
+        &sidecar,
+    ) {
+        let (mut merged, kept) = crate::sidecar_edits::merge(previous, fresh.clone(), opts);
+        if opts.mode == Mode::Sidecar {
+            add_sys_ptrace(&mut merged);
+        }
+        if !kept.is_empty() {
+            warnings.push(format!(
+                "container {:?}: kept what was added to the Defender sidecar by hand ({})",
+                opts.sidecar_name,
+                kept.join(", ")
+            ));
+        }
+        sidecar = Value::Object(merged);
+    }
+    if let Value::Object(s) = &sidecar
+        && !crate::sidecar_edits::has_install_bundle(s)
+    {
+        warnings.push(format!(
+            "container {:?}: the Defender sidecar has no install bundle (no INSTALL_BUNDLE variable, secret or environmentFiles), so its Defender can never connect to the Console: create one with --new-bundle, read it from a secret with --bundle-secret, or add INSTALL_BUNDLE before registering",
+            opts.sidecar_name
         ));
     }
     if let Some(Value::Array(containers)) = task.get_mut("containerDefinitions") {
@@ -216,43 +242,112 @@ fn drop_references_to_sidecar(
     }
 }
 
-/// The argv prefix a container's image ENTRYPOINT contributes, as far as we know it.
-enum EntryPoint {
-    /// Known (explicit entryPoint, override, or stated empty).
-    Known(Vec<String>),
-    /// Not in the definition: the image's ENTRYPOINT applies and is unknown to us.
-    Unknown,
+/// How an application container starts once wrapped: its ENTRYPOINT (after the wrapper) and,
+/// when the image's CMD has to be written out, the `command` to set.
+struct Start {
+    /// The argv the image ENTRYPOINT contributes (explicit, override, resolved or stated empty).
+    entry_point: Vec<String>,
+    /// The image's CMD, to become `command` (the definition had none and the ENTRYPOINT is
+    /// now explicit, so Docker would otherwise drop it).
+    command: Option<Vec<String>>,
+    /// What was read from the image, for the operator.
+    note: Option<String>,
 }
 
-/// Works out each application container's original entryPoint, refusing unknown ones.
-fn entry_points(
+/// Works out how each application container starts, refusing what cannot be known.
+///
+/// Docker semantics (which ECS follows): an explicit `entryPoint` replaces the image's
+/// ENTRYPOINT and drops its CMD; an explicit `command` replaces CMD.
+fn starts(
     containers: &[Value],
-    overrides: &BTreeMap<String, Vec<String>>,
+    opts: &ProtectOptions,
     unwrapped: &Unwrapped,
-) -> Result<Vec<Vec<String>>, ProtectError> {
-    let mut known = Vec::with_capacity(containers.len());
+) -> Result<Vec<Start>, ProtectError> {
+    let mut out = Vec::with_capacity(containers.len());
     let mut missing = Vec::new();
     for container in containers {
         let name = container
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        let image = container
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let explicit = string_list(container.get("entryPoint")).filter(|ep| !ep.is_empty());
-        let ep = match (overrides.get(name), explicit) {
-            (Some(ep), _) => EntryPoint::Known(ep.clone()),
-            (None, Some(ep)) => EntryPoint::Known(ep),
-            (None, None) if unwrapped.known_empty_entrypoint.contains(name) => {
-                EntryPoint::Known(Vec::new())
-            }
-            (None, None) => EntryPoint::Unknown,
+        let has_command = string_list(container.get("command")).is_some_and(|c| !c.is_empty());
+        let resolved = opts.resolved_images.configs.get(image);
+        // The image's CMD becomes `command` when the definition relied on it.
+        let cmd_from = |config: &ImageConfig| {
+            (!has_command && !config.cmd.is_empty()).then(|| config.cmd.clone())
         };
-        match ep {
-            EntryPoint::Known(ep) => known.push(ep),
-            EntryPoint::Unknown => missing.push(name.to_owned()),
-        }
+        let start = match (opts.entrypoints.get(name), explicit) {
+            (Some(ep), _) if has_command => Start {
+                entry_point: ep.clone(),
+                command: None,
+                note: None,
+            },
+            (Some(ep), Some(_)) => Start {
+                // An explicit entryPoint already dropped the image's CMD: nothing to carry.
+                entry_point: ep.clone(),
+                command: None,
+                note: None,
+            },
+            (Some(ep), None) => match resolved {
+                Some(config) => Start {
+                    entry_point: ep.clone(),
+                    command: cmd_from(config),
+                    note: Some(format!(
+                        "container {name:?}: CMD {:?} of {image} ({}) written as \"command\" beside the --entrypoint override, so the image runs as before",
+                        config.cmd, config.source
+                    )),
+                },
+                None => {
+                    return Err(ProtectError::OverrideWithoutCommand {
+                        container: name.to_owned(),
+                    });
+                }
+            },
+            (None, Some(ep)) => Start {
+                entry_point: ep,
+                command: None,
+                note: None,
+            },
+            (None, None) if unwrapped.known_empty_entrypoint.contains(name) => Start {
+                entry_point: Vec::new(),
+                command: None,
+                note: None,
+            },
+            (None, None) => match resolved {
+                Some(config) => {
+                    let command = cmd_from(config);
+                    let what = if command.is_some() {
+                        format!(
+                            "ENTRYPOINT {:?} and CMD {:?} of {image} ({}) written as \"entryPoint\" (after the Defender) and \"command\"",
+                            config.entrypoint, config.cmd, config.source
+                        )
+                    } else {
+                        format!(
+                            "ENTRYPOINT {:?} of {image} ({}) written as \"entryPoint\" after the Defender; its own \"command\" is kept",
+                            config.entrypoint, config.source
+                        )
+                    };
+                    Start {
+                        entry_point: config.entrypoint.clone(),
+                        command,
+                        note: Some(format!("container {name:?}: {what}, so it runs as before")),
+                    }
+                }
+                None => {
+                    missing.push(name.to_owned());
+                    continue;
+                }
+            },
+        };
+        out.push(start);
     }
     if missing.is_empty() {
-        Ok(known)
+        Ok(out)
     } else {
         Err(ProtectError::MissingEntryPoint {
             containers: missing,
@@ -270,9 +365,9 @@ fn wrap_containers(
     let Some(Value::Array(containers)) = task.get_mut("containerDefinitions") else {
         return Ok(());
     };
-    let entry_points = entry_points(containers, &opts.entrypoints, unwrapped)?;
+    let starts = starts(containers, opts, unwrapped)?;
     let sidecar = opts.sidecar_name.as_str();
-    for (container, original) in containers.iter_mut().zip(entry_points) {
+    for (container, start) in containers.iter_mut().zip(starts) {
         let Some(container) = container.as_object_mut() else {
             continue;
         };
@@ -282,6 +377,11 @@ fn wrap_containers(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        if let Some(command) = &start.command {
+            container.insert("command".into(), json_list(command));
+        }
+        warnings.extend(start.note);
+        let original = start.entry_point;
         let has_command = string_list(container.get("command")).is_some_and(|c| !c.is_empty());
         if original.is_empty() && !has_command {
             return Err(ProtectError::NothingToRun { container: name });
@@ -291,9 +391,6 @@ fn wrap_containers(
             match &explicit {
                 Some(ep) if ep != stated => warnings.push(format!(
                     "container {name:?}: the entrypoint override {stated:?} replaces its entryPoint {ep:?}"
-                )),
-                None if !has_command => warnings.push(format!(
-                    "container {name:?} has no \"command\": once its entryPoint is set, Docker no longer runs the image's CMD; if the image has a CMD, add it as \"command\""
                 )),
                 _ => {}
             }

@@ -339,6 +339,16 @@ impl Cleaner<'_> {
         for (key, value) in map {
             let Some(member) = shape.members.get(&key) else {
                 let read_only = path.is_empty() && READ_ONLY_FIELDS.contains(&key.as_str());
+                if !read_only
+                    && carries_data(&value)
+                    && let Some(intended) = likely_meant(&key, shape.members.keys())
+                {
+                    return Err(ProtectError::MisspeltKey {
+                        path: shown(path).to_owned(),
+                        key,
+                        intended: intended.to_owned(),
+                    });
+                }
                 if !read_only && !value.is_null() {
                     self.warnings.push(format!(
                         "removed {:?} from {}: RegisterTaskDefinition does not accept it (misspelled?)",
@@ -390,6 +400,70 @@ impl Cleaner<'_> {
     }
 }
 
+/// Whether a value holds something the operator would miss if it were dropped (not `null`,
+/// `""`, `[]` or `{}`).
+fn carries_data(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
+/// The accepted key `key` most likely misspells: equal ignoring case, `-` and `_`, or within
+/// two edits (insertions, deletions, substitutions, adjacent swaps) for keys of 6+ characters.
+fn likely_meant<'a>(key: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let key_folded = fold(key);
+    let mut best: Option<(usize, &'a str)> = None;
+    for candidate in known {
+        let distance = if fold(candidate) == key_folded {
+            0
+        } else if key_folded.chars().count() >= 6 {
+            edit_distance(&key_folded, &fold(candidate))
+        } else {
+            continue;
+        };
+        if distance <= 2 && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate.as_str()));
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// True for `{}` of a structure with required members (or a union): it means "not set".
 fn is_empty_required_struct(value: &Value, shape: &Shape) -> bool {
     (shape.union || !shape.required.is_empty()) && value.as_object().is_some_and(Map::is_empty)
@@ -431,7 +505,7 @@ mod tests {
             "compatibilities": ["EC2"], "requiresAttributes": [{"name": "x"}],
             "registeredAt": "2024-01-01T00:00:00Z", "registeredBy": "me",
             "deregisteredAt": 1.5, "deleteRequestedAt": null,
-            "containerDefinitions": [{"name": "a", "image": "i", "entrypoint": ["x"],
+            "containerDefinitions": [{"name": "a", "image": "i", "entrypoint": [],
                 "linuxParameters": {"capabilities": {"add": ["SYS_PTRACE"], "addd": []}}}],
             "bogus": 1
         }));
@@ -454,6 +528,53 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("\"bogus\"") && w.contains("the task definition"))
         );
+    }
+
+    #[test]
+    fn a_misspelt_key_holding_data_is_refused_with_the_intended_key() {
+        for (bad, key, intended) in [
+            (
+                json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i",
+                    "Environment": [{"name": "DB_HOST", "value": "db"}]}]}),
+                "Environment",
+                "environment",
+            ),
+            (
+                json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "entrypoint": ["x"]}]}),
+                "entrypoint",
+                "entryPoint",
+            ),
+            (
+                json!({"family": "f", "containerDefinitions": [], "executionRoleARN": "arn:x"}),
+                "executionRoleARN",
+                "executionRoleArn",
+            ),
+            (
+                json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "i", "enviroment": [{"name": "A"}]}]}),
+                "enviroment",
+                "environment",
+            ),
+        ] {
+            let (out, _) = clean(bad);
+            let Err(ProtectError::MisspeltKey {
+                key: k,
+                intended: i,
+                ..
+            }) = &out
+            else {
+                panic!("{key}: {out:?}");
+            };
+            assert_eq!((k.as_str(), i.as_str()), (key, intended));
+            let msg = out.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("did you mean"), "{msg}");
+        }
+        // Far from every known key, or empty: removed with a warning as before.
+        let (out, warnings) = clean(json!({"family": "f", "containerDefinitions": [],
+            "vendorExtension": {"a": 1}, "Tags": []}));
+        assert!(out.is_ok(), "{out:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(edit_distance("enviroment", "environment"), 1);
+        assert_eq!(edit_distance("comamnd", "command"), 1);
     }
 
     #[test]

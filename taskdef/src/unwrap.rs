@@ -44,6 +44,9 @@ pub(crate) struct Unwrapped {
     pub known_empty_entrypoint: BTreeSet<String>,
     /// Sidecars of an earlier protection of ours, as (name, image).
     pub our_sidecars: Vec<(String, String)>,
+    /// Those sidecars' definitions as found, so that re-protecting keeps what the operator
+    /// added to them by hand (secrets, logConfiguration, memoryReservation, ...).
+    pub our_sidecar_definitions: Vec<Map<String, Value>>,
     /// Whether a commercial (Twistlock) protection was removed.
     pub twistlock: bool,
 }
@@ -104,6 +107,7 @@ pub(crate) fn unwrap(task: &mut Map<String, Value>) -> Unwrapped {
         if is_our_sidecar(c) {
             let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
             found.our_sidecars.push((name.clone(), image.to_owned()));
+            found.our_sidecar_definitions.push(c.clone());
         } else if name == TWISTLOCK_SIDECAR {
             found.twistlock = true;
         } else {

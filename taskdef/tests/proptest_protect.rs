@@ -249,6 +249,11 @@ fn gen_case() -> impl Strategy<Value = Case> {
                         // An empty override with no command leaves nothing to run.
                         o.push("/bin/app".into());
                     }
+                    if ov.is_some() && !has_ep && !has_cmd {
+                        // An override without a command would drop the image's CMD, which
+                        // protect refuses (tested in protect_cases); state the CMD here.
+                        c.insert("command".into(), json!(["run"]));
+                    }
                     if let Some(o) = ov {
                         overrides.insert(name, o);
                     }
@@ -322,6 +327,7 @@ fn gen_case() -> impl Strategy<Value = Case> {
                         mode,
                         sidecar_name: sidecar_name.into(),
                         entrypoints: overrides,
+                        ..ProtectOptions::default()
                     },
                 }
             },

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use common::*;
 use defender_taskdef::{
-    BundleSource, DEFAULT_DEFENDER_IMAGE, Mode, ProtectError, ProtectOptions,
-    parse_entrypoint_override, protect,
+    BundleSource, DEFAULT_DEFENDER_IMAGE, ImageConfig, Mode, ProtectError, ProtectOptions,
+    ResolvedImages, parse_entrypoint_override, protect,
 };
 use serde_json::{Value, json};
 
@@ -17,6 +17,12 @@ struct Scenario {
     file: &'static str,
     /// `--entrypoint` arguments embedded mode needs (containers without entryPoint).
     overrides: &'static [&'static str],
+    /// Image ENTRYPOINT/CMD as `--resolve-images` would find them: (image, ENTRYPOINT, CMD).
+    images: &'static [(
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    )],
     /// Substrings that must each appear in some warning, per mode.
     embedded_warnings: &'static [&'static str],
     /// Substrings that must each appear in some warning in sidecar mode.
@@ -27,39 +33,47 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         file: "nginx.json",
         overrides: &[],
+        images: &[],
         embedded_warnings: &[],
         sidecar_warnings: &[],
     },
     Scenario {
         file: "java-firelens-xray.json",
-        overrides: &[
-            r#"log_router=["/entrypoint.sh"]"#,
-            r#"xray=["/xray", "-t", "0.0.0.0:2000", "-b", "0.0.0.0:2000"]"#,
-        ],
-        embedded_warnings: &["\"log_router\" has no \"command\""],
+        overrides: &[r#"xray=["/xray", "-t", "0.0.0.0:2000", "-b", "0.0.0.0:2000"]"#],
+        // aws-for-fluent-bit has no ENTRYPOINT and the shell-form CMD `/entrypoint.sh`.
+        images: &[(
+            "public.ecr.aws/aws-observability/aws-for-fluent-bit:stable",
+            &[],
+            &["/bin/sh", "-c", "/entrypoint.sh"],
+        )],
+        embedded_warnings: &["\"log_router\": ENTRYPOINT [] and CMD [\"/bin/sh\""],
         sidecar_warnings: &[],
     },
     Scenario {
         file: "shell-form.json",
         overrides: &[],
+        images: &[],
         embedded_warnings: &[],
         sidecar_warnings: &[],
     },
     Scenario {
         file: "efs-arm64.json",
         overrides: &[],
+        images: &[],
         embedded_warnings: &[],
         sidecar_warnings: &[],
     },
     Scenario {
         file: "appmesh-envoy.json",
         overrides: &[],
+        images: &[],
         embedded_warnings: &["\"payments\" drops SYS_PTRACE"],
         sidecar_warnings: &[],
     },
     Scenario {
         file: "unicode-quotes.json",
         overrides: &[],
+        images: &[],
         embedded_warnings: &["does not include \"FARGATE\"", "networkMode is \"bridge\""],
         sidecar_warnings: &["does not include \"FARGATE\"", "networkMode is \"bridge\""],
     },
@@ -76,7 +90,30 @@ fn embedded_opts(s: &Scenario) -> ProtectOptions {
         console_addr: Some("https://console.example.com:8443".into()),
         bundle: BundleSource::Env("eyJidW5kbGUiOiJ0ZXN0In0=".into()),
         entrypoints: overrides(s.overrides),
+        resolved_images: images(s),
         ..ProtectOptions::default()
+    }
+}
+
+/// The scenario's image configs as the Console hands them to protect.
+fn images(s: &Scenario) -> ResolvedImages {
+    let strs = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    ResolvedImages {
+        configs: s
+            .images
+            .iter()
+            .map(|(image, ep, cmd)| {
+                (
+                    (*image).to_owned(),
+                    ImageConfig {
+                        entrypoint: strs(ep),
+                        cmd: strs(cmd),
+                        source: "test".into(),
+                    },
+                )
+            })
+            .collect(),
+        defender_platforms: None,
     }
 }
 
@@ -206,6 +243,7 @@ fn check_embedded_container(out: &Value, orig: &Value, opts: &ProtectOptions, co
     let orig_obj = orig.as_object().expect("object");
     let touched = [
         "entryPoint",
+        "command",
         "environment",
         "volumesFrom",
         "dependsOn",
@@ -223,14 +261,25 @@ fn check_embedded_container(out: &Value, orig: &Value, opts: &ProtectOptions, co
         );
     }
     // entryPoint = wrapper ++ original (or the override); command untouched.
+    // An image config read from the image stands in for a missing entryPoint, its CMD for a
+    // missing command.
+    let resolved = opts
+        .resolved_images
+        .configs
+        .get(orig["image"].as_str().unwrap_or_default());
     let expected_ep = opts
         .entrypoints
         .get(name)
         .cloned()
         .or_else(|| strings(orig.get("entryPoint")))
-        .expect("embedded containers have an entryPoint or override");
+        .or_else(|| resolved.map(|c| c.entrypoint.clone()))
+        .expect("embedded containers have an entryPoint, override or image config");
     assert_eq!(unwrapped_entry_point(out), expected_ep, "{context}");
-    assert_eq!(out.get("command"), orig.get("command"), "{context}");
+    let expected_command = orig
+        .get("command")
+        .cloned()
+        .or_else(|| resolved.filter(|c| !c.cmd.is_empty()).map(|c| json!(c.cmd)));
+    assert_eq!(out.get("command").cloned(), expected_command, "{context}");
 
     let mut env = orig.get("environment").cloned().unwrap_or(json!([]));
     let image = orig["image"].clone();
@@ -301,7 +350,26 @@ fn check_protected(
     }
     let out_obj = out.as_object().expect("object");
     for (key, value) in original.as_object().expect("object") {
-        if key != "containerDefinitions" {
+        if key == "proxyConfiguration" && value["type"] == "APPMESH" {
+            // The Console's port joins EgressIgnoredPorts; everything else is kept.
+            let port = opts
+                .console_addr
+                .as_deref()
+                .and_then(|a| a.rsplit_once(':'))
+                .map(|(_, p)| p.to_owned());
+            let mut expected = value.clone();
+            if let Some(port) = port {
+                expected["properties"]
+                    .as_array_mut()
+                    .expect("list")
+                    .push(json!({"name": "EgressIgnoredPorts", "value": port}));
+            }
+            assert_eq!(
+                out_obj.get(key),
+                Some(&expected),
+                "{context}: App Mesh egress"
+            );
+        } else if key != "containerDefinitions" {
             assert_eq!(
                 out_obj.get(key),
                 Some(value),
@@ -470,7 +538,7 @@ fn empty_override_states_the_image_has_no_entry_point() {
         json!({"family": "f", "containerDefinitions": [{"name": "app", "image": "busybox"}]});
     assert_eq!(
         protect(&no_command.to_string(), &opts),
-        Err(ProtectError::NothingToRun {
+        Err(ProtectError::OverrideWithoutCommand {
             container: "app".into()
         })
     );
@@ -766,6 +834,7 @@ fn earlier_protections_of_ours_are_upgraded() {
         let variants = [
             ProtectOptions {
                 entrypoints: overrides(s.overrides),
+                resolved_images: images(s),
                 ..older.clone()
             },
             ProtectOptions {
@@ -791,6 +860,19 @@ fn earlier_protections_of_ours_are_upgraded() {
                             let name = c["name"].as_str().unwrap_or_default().to_owned();
                             if let Some(ep) = first.entrypoints.get(&name) {
                                 c["entryPoint"] = json!(ep);
+                            }
+                            // So do an ENTRYPOINT and CMD read from the image.
+                            let image = c["image"].as_str().unwrap_or_default().to_owned();
+                            if let Some(config) = first.resolved_images.configs.get(&image)
+                                && !first.entrypoints.contains_key(&name)
+                                && c.get("entryPoint").is_none()
+                            {
+                                if !config.entrypoint.is_empty() {
+                                    c["entryPoint"] = json!(config.entrypoint);
+                                }
+                                if c.get("command").is_none() && !config.cmd.is_empty() {
+                                    c["command"] = json!(config.cmd);
+                                }
                             }
                         }
                     }
@@ -919,13 +1001,13 @@ fn null_and_unknown_keys_are_cleaned_with_warnings_for_misspellings() {
         "family": "f", "requiresCompatibilities": ["FARGATE"], "networkMode": "awsvpc", "pidMode": null,
         "inferenceAccelerators": null, "ipcMode": "",
         "containerDefinitions": [{"name": "a", "image": "i", "entryPoint": ["/a"], "linuxParameters": null,
-            "healthCheck": null, "environment": [], "Essential": true, "firelensConfiguration": null,
+            "healthCheck": null, "environment": [], "notAKeyAtAll": true, "firelensConfiguration": null,
             "logConfiguration": {}}]
     });
     let out = protect_ok(&task, &ProtectOptions::default());
     assert_valid(&out.task_definition, "cleaned");
     let a = &containers(&out.task_definition)[0];
-    assert!(a.get("Essential").is_none());
+    assert!(a.get("notAKeyAtAll").is_none());
     assert!(a.get("logConfiguration").is_none());
     assert!(out.task_definition.get("ipcMode").is_none());
     assert_eq!(
@@ -937,7 +1019,14 @@ fn null_and_unknown_keys_are_cleaned_with_warnings_for_misspellings() {
         "{:?}",
         out.warnings
     );
-    assert!(out.warnings.iter().any(|w| w.contains("\"Essential\"")));
+    assert!(out.warnings.iter().any(|w| w.contains("\"notAKeyAtAll\"")));
+    // A misspelling of a known key that holds data is refused instead (its data would be lost).
+    let mut misspelt = task.clone();
+    misspelt["containerDefinitions"][0]["Essential"] = json!(true);
+    assert!(matches!(
+        protect(&misspelt.to_string(), &ProtectOptions::default()),
+        Err(ProtectError::MisspeltKey { key, intended, .. }) if key == "Essential" && intended == "essential"
+    ));
 }
 
 #[test]

@@ -23,9 +23,10 @@ use super::render::display;
 use super::security::CspNonce;
 use super::{WebState, api_error, internal_error_page};
 use crate::fargate::{
-    bundle_addr_host, certificate_names, family_if_protectable, issue_bundle, parse_entrypoints,
-    to_pretty_json, with_default_port,
+    bundle_addr_host, certificate_names, family_if_protectable, is_loopback_addr, issue_bundle,
+    parse_entrypoints, to_pretty_json, warnings_by_container, with_default_port,
 };
+use crate::image_resolve::{ImageSource, RegistryCredentials, RegistryOptions, ResolveError};
 use crate::store::{StoreError, TokenKind};
 
 /// Path of the Deploy > Defenders page (GET: the form; POST: generate).
@@ -40,8 +41,10 @@ pub const API_BODY_LIMIT: usize = MAX_INPUT_BYTES + 64 * 1024;
 /// Longest [`WARNINGS_HEADER`] value; further warnings are summarised.
 const MAX_WARNINGS_HEADER: usize = 8 * 1024;
 /// Query parameters of the REST endpoint, for the message about an unknown one.
-const API_PARAMS: &str =
-    "consoleaddr, defenderImage, mode, sidecarName, bundleSecret, installBundle, entrypoint";
+const API_PARAMS: &str = "consoleaddr, defenderImage, mode, sidecarName, bundleSecret, installBundle, entrypoint, resolveImages, insecureRegistry";
+/// Request header of the REST endpoint carrying registry credentials for `resolveImages`, as
+/// base64 of `user:password` (for Amazon ECR: `AWS:` and `aws ecr get-login-password`).
+pub const REGISTRY_AUTH_HEADER: &str = "x-registry-auth";
 
 /// Why generating failed.
 enum Failure {
@@ -49,6 +52,16 @@ enum Failure {
     Protect(ProtectError),
     /// The token store: the Console's fault (500).
     Internal(StoreError),
+    /// Reading image configs (`resolveImages`) failed: the registry's or Docker's answer (502).
+    Resolve(ResolveError),
+}
+
+/// How to read image configs for containers without entryPoint, when asked to.
+pub struct ResolveRequest {
+    /// Registry or local Docker engine.
+    pub source: ImageSource,
+    /// Credentials and plain-HTTP registries.
+    pub registry: RegistryOptions,
 }
 
 impl From<ProtectError> for Failure {
@@ -66,6 +79,7 @@ async fn generate(
     mut opts: ProtectOptions,
     new_bundle: bool,
     requested_by: &str,
+    resolve: Option<ResolveRequest>,
 ) -> Result<Protected, Failure> {
     if let Some(addr) = &opts.console_addr
         && !addr.trim().is_empty()
@@ -73,6 +87,19 @@ async fn generate(
         opts.console_addr = Some(with_default_port(addr, state.grpc_port));
     }
     let mut extra_warnings = Vec::new();
+    if let Some(resolve) = resolve {
+        let plan = defender_taskdef::plan_resolution(input, &opts)?;
+        let resolution = crate::image_resolve::resolve(
+            &plan,
+            resolve.source,
+            &opts.defender_image,
+            &resolve.registry,
+        )
+        .await
+        .map_err(Failure::Resolve)?;
+        opts.resolved_images = resolution.images;
+        extra_warnings.extend(resolution.warnings);
+    }
     let mut issued_token = None;
     if new_bundle {
         let Some(addr) = opts.console_addr.clone() else {
@@ -132,6 +159,8 @@ struct ApiParams {
     bundle_secret: Option<String>,
     entrypoints: Vec<String>,
     install_bundle: bool,
+    resolve_images: Option<String>,
+    insecure_registries: Vec<String>,
 }
 
 fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
@@ -145,8 +174,13 @@ fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
             "sidecarName" => &mut p.sidecar_name,
             "bundleSecret" => &mut p.bundle_secret,
             "installBundle" => &mut install_bundle,
+            "resolveImages" => &mut p.resolve_images,
             "entrypoint" => {
                 p.entrypoints.push(value);
+                continue;
+            }
+            "insecureRegistry" => {
+                p.insecure_registries.push(value);
                 continue;
             }
             _ => {
@@ -157,7 +191,7 @@ fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
         };
         if slot.replace(value).is_some() {
             return Err(format!(
-                "query parameter {key:?} is given twice (only entrypoint repeats)"
+                "query parameter {key:?} is given twice (only entrypoint and insecureRegistry repeat)"
             ));
         }
     }
@@ -170,6 +204,13 @@ fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
             ));
         }
     };
+    if let Some(source) = &p.resolve_images
+        && source.parse::<ImageSource>().is_err()
+    {
+        return Err(format!(
+            "resolveImages must be \"registry\" or \"docker\", not {source:?}"
+        ));
+    }
     if p.install_bundle && p.bundle_secret.is_some() {
         return Err(
             "installBundle=true (embed a new bundle) and bundleSecret (read the bundle from a secret) exclude each other"
@@ -200,6 +241,7 @@ impl ApiParams {
             },
             sidecar_name: self.sidecar_name.clone().unwrap_or(defaults.sidecar_name),
             entrypoints: parse_entrypoints(self.entrypoints.iter().map(String::as_str))?,
+            ..ProtectOptions::default()
         })
     }
 }
@@ -243,6 +285,40 @@ fn ascii_json(list: &[&str]) -> String {
     out
 }
 
+/// The `resolveImages` request of the API, with credentials from [`REGISTRY_AUTH_HEADER`].
+fn api_resolve(params: &ApiParams, headers: &HeaderMap) -> Result<Option<ResolveRequest>, String> {
+    let Some(source) = &params.resolve_images else {
+        return Ok(None);
+    };
+    let source = source.parse::<ImageSource>()?;
+    let mut credentials = RegistryCredentials::default();
+    if let Some(value) = headers.get(REGISTRY_AUTH_HEADER) {
+        use base64::Engine as _;
+        let decoded = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or("X-Registry-Auth must be base64 of user:password")?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or("X-Registry-Auth must be base64 of user:password")?;
+        credentials.basic = Some((user.to_owned(), password.to_owned()));
+    }
+    Ok(Some(ResolveRequest {
+        source,
+        registry: RegistryOptions {
+            credentials,
+            insecure: params.insecure_registries.clone(),
+            ca_pems: Vec::new(),
+        },
+    }))
+}
+
 fn protect_error_response(e: &ProtectError) -> Response {
     let status = match e {
         ProtectError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -257,6 +333,7 @@ fn protect_error_response(e: &ProtectError) -> Response {
 pub async fn fargate_json(
     State(state): State<WebState>,
     Extension(caller): Extension<ApiCaller>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -303,10 +380,23 @@ pub async fn fargate_json(
         ApiCaller::Token { id } => format!("{API_PATH} (API token #{id})"),
         ApiCaller::Operator { username } => format!("{API_PATH} ({username})"),
     };
-    let protected = match generate(&state, input, opts, params.install_bundle, &requested_by).await
-    {
+    let resolve = match api_resolve(&params, &headers) {
+        Ok(r) => r,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, &message),
+    };
+    let generated = generate(
+        &state,
+        input,
+        opts,
+        params.install_bundle,
+        &requested_by,
+        resolve,
+    )
+    .await;
+    let protected = match generated {
         Ok(p) => p,
         Err(Failure::Protect(e)) => return protect_error_response(&e),
+        Err(Failure::Resolve(e)) => return api_error(StatusCode::BAD_GATEWAY, &e.to_string()),
         Err(Failure::Internal(e)) => {
             tracing::error!(error = %e, "protecting a task definition failed");
             return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
@@ -347,6 +437,50 @@ pub struct DeployForm {
     #[serde(rename = "sidecarName")]
     sidecar_name: String,
     entrypoints: String,
+    /// "" (do not look up), "registry" or "docker".
+    #[serde(rename = "resolveImages")]
+    resolve_images: String,
+    #[serde(rename = "registryUsername")]
+    registry_username: String,
+    /// Never shown again in the page.
+    #[serde(rename = "registryPassword")]
+    registry_password: String,
+    /// Registries reached over plain HTTP, separated by commas or spaces.
+    #[serde(rename = "insecureRegistries")]
+    insecure_registries: String,
+    /// "on" when the operator insists on a loopback Console address.
+    #[serde(rename = "allowLoopback")]
+    allow_loopback: String,
+}
+
+impl DeployForm {
+    /// The image lookup the form asks for, if any.
+    fn resolve_request(&self) -> Result<Option<ResolveRequest>, String> {
+        if self.resolve_images.trim().is_empty() {
+            return Ok(None);
+        }
+        let source = self.resolve_images.parse::<ImageSource>()?;
+        let user = self.registry_username.trim();
+        let credentials = RegistryCredentials {
+            basic: (!user.is_empty())
+                .then(|| (user.to_owned(), self.registry_password.trim().to_owned())),
+            ..RegistryCredentials::default()
+        };
+        Ok(Some(ResolveRequest {
+            source,
+            registry: RegistryOptions {
+                credentials,
+                insecure: self
+                    .insecure_registries
+                    .split([',', ' ', '\n', '\r'])
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                ca_pems: Vec::new(),
+            },
+        }))
+    }
 }
 
 /// The form field an error belongs next to.
@@ -359,6 +493,7 @@ enum Field {
     Mode,
     SidecarName,
     Entrypoints,
+    ResolveImages,
 }
 
 impl Field {
@@ -371,6 +506,7 @@ impl Field {
             Field::Mode => "mode",
             Field::SidecarName => "sidecarName",
             Field::Entrypoints => "entrypoints",
+            Field::ResolveImages => "resolveImages",
         }
     }
 
@@ -457,6 +593,7 @@ fn form_options(form: &DeployForm) -> Result<(ProtectOptions, bool), ProtectErro
         sidecar_name: non_empty(&form.sidecar_name)
             .unwrap_or_else(|| DEFAULT_SIDECAR_NAME.to_owned()),
         entrypoints: parse_entrypoints([form.entrypoints.as_str()])?,
+        ..ProtectOptions::default()
     };
     Ok((opts, new_bundle))
 }
@@ -511,8 +648,14 @@ pub async fn page(
     Extension(nonce): Extension<CspNonce>,
     headers: HeaderMap,
 ) -> Response {
+    let suggested = suggested_console_addr(&headers, state.grpc_port);
     let form = DeployForm {
-        consoleaddr: suggested_console_addr(&headers, state.grpc_port),
+        // A loopback address is what the browser used, not what a Fargate task can reach.
+        consoleaddr: if is_loopback_addr(&suggested) {
+            String::new()
+        } else {
+            suggested
+        },
         defender_image: DEFAULT_DEFENDER_IMAGE.to_owned(),
         bundle: BUNDLE_NEW.to_owned(),
         mode: Mode::Embedded.as_str().to_owned(),
@@ -555,10 +698,39 @@ pub async fn generate_page(
         }
     };
     let requested_by = format!("Deploy > Defenders ({})", op.username);
+    if is_loopback_addr(&form.consoleaddr) && form.allow_loopback != "on" {
+        let failed = Outcome::Failed(FieldError {
+            field: Field::ConsoleAddr,
+            message: format!(
+                "{:?} names this machine: a Fargate task runs elsewhere and cannot reach it, so its Defender would never connect. Give the address (DNS name or IP) the task reaches the Console's gRPC port at, e.g. an internal load balancer; or check \"Use this address anyway\" (for a local test)",
+                form.consoleaddr.trim()
+            ),
+            entrypoint_hint: false,
+        });
+        return page.render(&form, &failed, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let resolve = match form.resolve_request() {
+        Ok(r) => r,
+        Err(message) => {
+            let failed = Outcome::Failed(FieldError {
+                field: Field::ResolveImages,
+                message,
+                entrypoint_hint: false,
+            });
+            return page.render(&form, &failed, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    };
     let result = match form_options(&form) {
-        Ok((opts, new_bundle)) => generate(&state, &form.taskdef, opts, new_bundle, &requested_by)
-            .await
-            .map(|protected| (protected, new_bundle)),
+        Ok((opts, new_bundle)) => generate(
+            &state,
+            &form.taskdef,
+            opts,
+            new_bundle,
+            &requested_by,
+            resolve,
+        )
+        .await
+        .map(|protected| (protected, new_bundle)),
         Err(e) => Err(Failure::Protect(e)),
     };
     match result {
@@ -572,6 +744,14 @@ pub async fn generate_page(
         Err(Failure::Protect(e)) => {
             let failed = Outcome::Failed(FieldError::of(&e));
             page.render(&form, &failed, StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(Failure::Resolve(e)) => {
+            let failed = Outcome::Failed(FieldError {
+                field: Field::ResolveImages,
+                message: e.to_string(),
+                entrypoint_hint: false,
+            });
+            page.render(&form, &failed, StatusCode::BAD_GATEWAY)
         }
         Err(Failure::Internal(e)) => internal_error_page(&e),
     }
@@ -620,7 +800,9 @@ fn field_error(outcome: &Outcome, field: Field) -> Markup {
                             "In this form, write each override on its own line under "
                             strong { "Entrypoint overrides" } ", e.g. "
                             code { "web=[\"/docker-entrypoint.sh\"]" } " (or " code { "web=[]" }
-                            " if the image has no ENTRYPOINT), or choose the Sidecar mode."
+                            " if the image has no ENTRYPOINT), or choose "
+                            strong { "Image ENTRYPOINT and CMD" } ": from the registry or Docker to read them from the image, "
+                            "or choose the Sidecar mode."
                         }
                     }
                 }
@@ -675,6 +857,11 @@ fn form_markup(op: &Operator, state: &WebState, form: &DeployForm, outcome: &Out
                     input #consoleaddr type="text" name="consoleaddr" value=(form.consoleaddr)
                         placeholder=(example_addr) spellcheck="false"
                         aria-invalid=[addr_invalid] aria-describedby=[addr_described];
+                    label.choice {
+                        input #allowLoopback type="checkbox" name="allowLoopback" value="on"
+                            checked[form.allow_loopback == "on"];
+                        span { "Use this address anyway, even if it is localhost / 127.0.0.1 (a Fargate task cannot reach it)" }
+                    }
                 }
                 div.field {
                     label for="defenderImage" { "Defender image" }
@@ -740,6 +927,35 @@ fn form_markup(op: &Operator, state: &WebState, form: &DeployForm, outcome: &Out
                         (form.entrypoints)
                     }
                 }
+                fieldset.field #resolveImages {
+                    legend { "Image ENTRYPOINT and CMD" }
+                    span.hint {
+                        "For containers without entryPoint (or with an override but no command), read them "
+                        "from the image so each container runs exactly as the image would."
+                    }
+                    (field_error(outcome, Field::ResolveImages))
+                    label.choice {
+                        input type="radio" name="resolveImages" value="" checked[form.resolve_images.is_empty()];
+                        span { "Don't look up (state them as overrides)" }
+                    }
+                    label.choice {
+                        input type="radio" name="resolveImages" value="registry" checked[form.resolve_images == "registry"];
+                        span { "From the image registry (linux/amd64, or the task's runtimePlatform)" }
+                    }
+                    label.choice {
+                        input type="radio" name="resolveImages" value="docker" checked[form.resolve_images == "docker"];
+                        span { "From this host's Docker engine (docker image inspect)" }
+                    }
+                    label for="registryUsername" { "Registry user name (Amazon ECR: AWS)" }
+                    input #registryUsername type="text" name="registryUsername" value=(form.registry_username)
+                        autocomplete="off" spellcheck="false";
+                    label for="registryPassword" { "Registry password (ECR: aws ecr get-login-password); not stored" }
+                    input #registryPassword type="password" name="registryPassword" value=""
+                        autocomplete="off";
+                    label for="insecureRegistries" { "Registries over plain HTTP (host:port, comma-separated)" }
+                    input #insecureRegistries type="text" name="insecureRegistries" value=(form.insecure_registries)
+                        placeholder="localhost:5000" spellcheck="false";
+                }
             }
             button.primary type="submit" { "Generate protected task" }
         }
@@ -765,11 +981,24 @@ fn result_section(protected: &Protected, new_bundle: bool) -> Markup {
                 }
             }
             @if !protected.warnings.is_empty() {
-                div.warnings {
+                @let (general, by_container) = warnings_by_container(&protected.task_definition, &protected.warnings);
+                div.warnings #warnings {
                     strong { "Warnings" }
-                    ul {
-                        @for warning in &protected.warnings {
-                            li { (display(warning)) }
+                    @if !general.is_empty() {
+                        ul.task-warnings {
+                            @for warning in &general {
+                                li { (display(warning)) }
+                            }
+                        }
+                    }
+                    @for (container, warnings) in &by_container {
+                        div.container-warnings data-container=(container) {
+                            "Container " code { (container) } ":"
+                            ul {
+                                @for warning in warnings {
+                                    li { (display(warning)) }
+                                }
+                            }
                         }
                     }
                 }
