@@ -44,6 +44,13 @@ pub async fn run(args: EntrypointArgs) -> i32 {
         },
         enforcer.clone(),
     );
+    let _inventory = crate::inventory::spawn_for(
+        &metadata,
+        &args.container,
+        &args.image,
+        supervisor.pid(),
+        sink.clone(),
+    );
     let (reaped_tx, reaped_rx) = tokio::sync::mpsc::unbounded_channel();
     let observer = Observer::spawn(
         ObserveConfig {

@@ -110,6 +110,8 @@ pub fn kind_name(e: &Event) -> &'static str {
         Some(Kind::NetworkConnection(_)) => "network_connection",
         Some(Kind::Audit(_)) => "audit",
         Some(Kind::Notice(_)) => "notice",
+        Some(Kind::Inventory(_)) => "inventory",
+        Some(Kind::Compliance(_)) => "compliance",
         None => "unknown",
     }
 }
