@@ -11,5 +11,6 @@ pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod vulndb;
 pub mod web;
 pub mod webhook;

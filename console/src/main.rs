@@ -68,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("{}", bundle.encode()),
             }
         }
+        Command::Vulndb { command } => {
+            if !defender_console::vulndb::run_command(command).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Token {
             command: TokenCommand::Create(args),
         } => {
