@@ -64,8 +64,8 @@ fn sorted(mut images: Vec<ImageSummary>, sort: &str) -> Vec<ImageSummary> {
     let count = |i: &ImageSummary, s: &str| i.counts.get(s).copied().unwrap_or(0);
     match sort {
         "name" => images.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
-        "last" => images.sort_by(|a, b| b.last_inventory_ms.cmp(&a.last_inventory_ms)),
-        "total" => images.sort_by(|a, b| b.vulnerabilities.cmp(&a.vulnerabilities)),
+        "last" => images.sort_by_key(|i| std::cmp::Reverse(i.last_inventory_ms)),
+        "total" => images.sort_by_key(|i| std::cmp::Reverse(i.vulnerabilities)),
         _ => images.sort_by(|a, b| {
             SEVERITIES
                 .iter()
