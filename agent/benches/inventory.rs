@@ -19,7 +19,9 @@ fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
@@ -35,11 +37,21 @@ fn main() {
     let r = root.path();
     std::fs::create_dir_all(r.join("etc")).unwrap();
     std::fs::create_dir_all(r.join("var/lib/dpkg")).unwrap();
-    std::fs::copy(fixtures.join("os-release-debian12"), r.join("etc/os-release")).unwrap();
-    let source = std::fs::read_to_string("/var/lib/dpkg/status")
-        .unwrap_or_else(|_| std::fs::read_to_string(fixtures.join("dpkg-status-bookworm")).unwrap());
-    let stanzas: Vec<&str> = source.split("\n\n").filter(|s| s.contains("Package:")).collect();
-    let status: Vec<String> = (0..DEBS).map(|i| stanzas[i % stanzas.len()].to_string()).collect();
+    std::fs::copy(
+        fixtures.join("os-release-debian12"),
+        r.join("etc/os-release"),
+    )
+    .unwrap();
+    let source = std::fs::read_to_string("/var/lib/dpkg/status").unwrap_or_else(|_| {
+        std::fs::read_to_string(fixtures.join("dpkg-status-bookworm")).unwrap()
+    });
+    let stanzas: Vec<&str> = source
+        .split("\n\n")
+        .filter(|s| s.contains("Package:"))
+        .collect();
+    let status: Vec<String> = (0..DEBS)
+        .map(|i| stanzas[i % stanzas.len()].to_string())
+        .collect();
     std::fs::write(r.join("var/lib/dpkg/status"), status.join("\n\n") + "\n").unwrap();
     let meta = std::fs::read_to_string(fixtures.join("Jinja2-3.1.2.METADATA")).unwrap();
     let site = r.join("usr/local/lib/python3.11/site-packages");
@@ -47,7 +59,9 @@ fn main() {
     for i in 0..DISTS {
         let d = site.join(format!("dist{i}-1.{i}.0.dist-info"));
         std::fs::create_dir_all(&d).unwrap();
-        let m = meta.replacen("Name: Jinja2", &format!("Name: dist{i}"), 1).replacen("Version: 3.1.2", &format!("Version: 1.{i}.0"), 1);
+        let m = meta
+            .replacen("Name: Jinja2", &format!("Name: dist{i}"), 1)
+            .replacen("Version: 3.1.2", &format!("Version: 1.{i}.0"), 1);
         std::fs::write(d.join("METADATA"), m).unwrap();
         std::fs::write(d.join("RECORD"), "x").unwrap();
         files.push(d.join("METADATA"));
@@ -71,8 +85,21 @@ fn main() {
         base.push(t.elapsed());
     }
     let (w, c, b) = (median(wall), median(cpu), median(base));
-    println!("root: {} dpkg packages, {DISTS} Python distributions; inventory found {packages} packages", status.len());
-    println!("inventory (median of {RUNS}):  {:>8.2} ms wall, {:>8.2} ms CPU", w.as_secs_f64() * 1e3, c.as_secs_f64() * 1e3);
-    println!("baseline: read the same files: {:>8.2} ms wall", b.as_secs_f64() * 1e3);
-    println!("ratio inventory / baseline:    {:>8.1} x", w.as_secs_f64() / b.as_secs_f64().max(1e-9));
+    println!(
+        "root: {} dpkg packages, {DISTS} Python distributions; inventory found {packages} packages",
+        status.len()
+    );
+    println!(
+        "inventory (median of {RUNS}):  {:>8.2} ms wall, {:>8.2} ms CPU",
+        w.as_secs_f64() * 1e3,
+        c.as_secs_f64() * 1e3
+    );
+    println!(
+        "baseline: read the same files: {:>8.2} ms wall",
+        b.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio inventory / baseline:    {:>8.1} x",
+        w.as_secs_f64() / b.as_secs_f64().max(1e-9)
+    );
 }
