@@ -141,6 +141,7 @@ async fn inventory_is_matched_and_new_records_apply_to_running_images() {
         .env("DEFENDER_CONTAINER_NAME", "web")
         .env("DEFENDER_INVENTORY_ROOT", root.path())
         .env("DB_PASSWORD", "hunter2-must-not-leak")
+        .env("DEFENDER_INVENTORY_INTERVAL", "1")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -432,6 +433,27 @@ async fn inventory_is_matched_and_new_records_apply_to_running_images() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+
+    // A package installed at run time: the Defender notices and sends a new inventory (keyed by
+    // its new content hash, as no digest is known outside ECS).
+    std::fs::create_dir_all(root.path().join("app/node_modules/minimist")).unwrap();
+    std::fs::write(
+        root.path().join("app/node_modules/minimist/package.json"),
+        r#"{"name":"minimist","version":"1.2.5"}"#,
+    )
+    .unwrap();
+    let newer = eventually("a second inventory after the change", WAIT, || async {
+        let (_, j) = get_json(&format!("{base}/api/v1/images?sort=last"), &token).await;
+        j["images"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["total_packages"] == 23).cloned())
+    })
+    .await;
+    assert_ne!(newer["id"], image_id.as_str());
+    assert_eq!(
+        newer["vulnerabilities"], 2,
+        "the new inventory is matched at arrival"
+    );
 
     child.kill().await.unwrap();
 }

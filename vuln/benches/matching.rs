@@ -60,7 +60,10 @@ fn main() {
     let packages: Vec<(PackageKey, String)> = (0..PACKAGES)
         .map(|i| {
             let eco = ["PyPI", "npm", "Debian:12"][i % 3];
-            (PackageKey::of_record(eco, &format!("pkg-{}", (i * 31) % NAMES)), version(eco, 1 + i % 5, (i * 3) % 40))
+            (
+                PackageKey::of_record(eco, &format!("pkg-{}", (i * 31) % NAMES)),
+                version(eco, 1 + i % 5, (i * 3) % 40),
+            )
         })
         .collect();
 
@@ -87,9 +90,24 @@ fn main() {
     black_box(candidates);
     let scan = t.elapsed() * (PACKAGES / SCANNED) as u32;
 
-    println!("records: {RECORDS} (generated in {:.0} ms), packages: {PACKAGES}", generated.as_secs_f64() * 1e3);
-    println!("index build:             {:>9.1} ms", built.as_secs_f64() * 1e3);
-    println!("match {PACKAGES} packages:      {:>9.2} ms  ({findings} findings)", matched.as_secs_f64() * 1e3);
-    println!("baseline linear scan:    {:>9.1} ms  (names only, no version evaluation; {SCANNED} packages timed, scaled to {PACKAGES}; {candidates} hits)", scan.as_secs_f64() * 1e3);
-    println!("ratio scan / match:      {:>9.0} x", scan.as_secs_f64() / matched.as_secs_f64().max(1e-9));
+    println!(
+        "records: {RECORDS} (generated in {:.0} ms), packages: {PACKAGES}",
+        generated.as_secs_f64() * 1e3
+    );
+    println!(
+        "index build:             {:>9.1} ms",
+        built.as_secs_f64() * 1e3
+    );
+    println!(
+        "match {PACKAGES} packages:      {:>9.2} ms  ({findings} findings)",
+        matched.as_secs_f64() * 1e3
+    );
+    println!(
+        "baseline linear scan:    {:>9.1} ms  (names only, no version evaluation; {SCANNED} packages timed, scaled to {PACKAGES}; {candidates} hits)",
+        scan.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio scan / match:      {:>9.0} x",
+        scan.as_secs_f64() / matched.as_secs_f64().max(1e-9)
+    );
 }
