@@ -177,3 +177,24 @@ fn inventory_is_bounded_with_a_truncation_mark() {
     // OS packages are kept first: all 10,000 deb packages do not fit, so no python one is left.
     assert!(inv.packages.iter().all(|p| p.kind == "deb"));
 }
+
+#[test]
+fn java_archive_maven_coordinates() {
+    // Debian's liblog4j2-java 2.19.0-2 ships this JAR as /usr/share/java/log4j-api.jar.
+    let root = tempfile::tempdir().unwrap();
+    install(
+        root.path(),
+        "usr/share/java/log4j-api.jar",
+        &fixture("tests/fixtures/log4j-api-2.19.0.jar"),
+    );
+    let found =
+        defender::inventory::java::read(&FsRoot::new(root.path()), &mut Budget { entries: 10_000 });
+    assert_eq!(
+        names(&found, "java"),
+        vec![(
+            "org.apache.logging.log4j:log4j-api".to_string(),
+            "2.19.0".to_string()
+        )]
+    );
+    assert_eq!(found[0].path, "/usr/share/java/log4j-api.jar");
+}

@@ -13,6 +13,7 @@
 pub mod binaries;
 pub mod compliance;
 pub mod fsroot;
+pub mod java;
 pub mod lang;
 pub mod os;
 pub mod ospkg;
@@ -68,6 +69,7 @@ pub fn collect(fs: &FsRoot) -> Collected {
     };
     packages.extend(lang::python(fs, &mut budget));
     packages.extend(lang::node(fs, &mut budget));
+    packages.extend(java::read(fs, &mut budget));
     packages.extend(binaries::read(fs, &mut budget));
     if budget.entries == 0 {
         notes.push(format!(
