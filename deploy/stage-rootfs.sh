@@ -47,3 +47,13 @@ chmod 0700 "$out/console/owned/data"
 
 # Demo workload and ECS metadata stand-in.
 install -m 0755 "$bin/defender-demo" "$out/demo/usr/local/bin/defender-demo"
+
+# Demo: a real package database (a Debian 12 dpkg status and one Python distribution, from
+# console/tests/fixtures/inventory), so the demo image's Monitor > Vulnerabilities page lists an
+# inventory; importing vuln/tests/fixtures/osv shows a finding (Jinja2 3.1.2: GHSA-h5c8-rqwp-cp95).
+fx="$(dirname "$0")/../console/tests/fixtures/inventory"
+demo="$out/demo"
+mkdir -p "$demo/etc" "$demo/var/lib/dpkg" "$demo/usr/lib/python3/dist-packages/Jinja2-3.1.2.dist-info"
+install -m 0644 "$fx/os-release-debian12" "$demo/etc/os-release"
+install -m 0644 "$fx/dpkg-status-bookworm" "$demo/var/lib/dpkg/status"
+install -m 0644 "$fx/Jinja2-3.1.2.METADATA" "$demo/usr/lib/python3/dist-packages/Jinja2-3.1.2.dist-info/METADATA"

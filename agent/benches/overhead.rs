@@ -420,6 +420,9 @@ fn binary_overhead() -> BenchResult<()> {
             .args(["--", "sh", "-c", &script])
             .env("INSTALL_BUNDLE", bundle)
             .env("RUST_LOG", "warn")
+            // The one-time inventory (its own benchmark: `--bench inventory`) would swamp the
+            // steady observation cost this measures.
+            .env("DEFENDER_INVENTORY", "off")
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )?;

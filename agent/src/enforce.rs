@@ -220,7 +220,13 @@ impl Enforcer {
                     .remove(&x.pid);
                 return Vec::new();
             }
-            Some(event::Kind::Audit(_) | event::Kind::Notice(_)) | None => return Vec::new(),
+            Some(
+                event::Kind::Audit(_)
+                | event::Kind::Notice(_)
+                | event::Kind::Inventory(_)
+                | event::Kind::Compliance(_),
+            )
+            | None => return Vec::new(),
             _ => {}
         }
         let image = self.images.get(&event.container).map_or("", String::as_str);

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod enforce;
 pub mod fargate;
 pub mod identity;
+pub mod inventory;
 pub mod link;
 pub mod local;
 pub mod metadata;

@@ -60,6 +60,8 @@ pub async fn run(args: RunArgs) -> i32 {
         .ok()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| metadata.hostname.clone());
+    let _inventory =
+        crate::inventory::spawn_for(&metadata, &container, "", supervisor.pid(), outbox.clone());
     let enforcer = Enforcer::new(&metadata, &[], Some(args.data_dir.join("policy.json")));
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(enforcer.current());
     let applying = enforce::follow(enforcer.clone(), policy_rx);

@@ -50,6 +50,31 @@ pub enum Command {
         #[command(subcommand)]
         command: FargateCommand,
     },
+    /// The vulnerability database (OSV records) images are matched against.
+    Vulndb {
+        #[command(subcommand)]
+        command: VulndbCommand,
+    },
+}
+
+/// `vulndb` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VulndbCommand {
+    /// Import OSV records: JSON files, directories of them, and osv.dev's per-ecosystem
+    /// `all.zip` files. Re-importing updates records in place; running images are re-matched.
+    Import(VulndbImportArgs),
+    /// Print what is loaded: records per ecosystem and the newest `modified`.
+    Status(DataDirArgs),
+}
+
+/// `vulndb import` options.
+#[derive(Debug, Args, Clone)]
+pub struct VulndbImportArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Files (`.json`, `.zip`) and directories to import.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
 }
 
 /// Fargate subcommands.

@@ -215,6 +215,58 @@ pub fn bound_event(e: &mut Event) -> bool {
         Some(Kind::Notice(n)) => {
             cut |= bound_string(&mut n.message, MAX_MESSAGE_TEXT_BYTES);
         }
+        Some(Kind::Inventory(inv)) => {
+            cut |= bound_string(&mut inv.image_id, MAX_SHORT_FIELD_BYTES);
+            cut |= bound_string(&mut inv.image, MAX_METADATA_FIELD_BYTES);
+            // The Defender keeps an inventory under MAX_INVENTORY_BYTES; a larger one is cut
+            // here the same way (packages dropped from the end, marked truncated).
+            use prost::Message;
+            let before = inv.packages.len();
+            while inv.encoded_len() > defender_proto::MAX_INVENTORY_BYTES
+                && !inv.packages.is_empty()
+            {
+                let keep = inv.packages.len() * 9 / 10;
+                inv.packages.truncate(keep);
+            }
+            if inv.packages.len() < before {
+                inv.truncated = true;
+                cut = true;
+            }
+            for p in &mut inv.packages {
+                for f in [
+                    &mut p.kind,
+                    &mut p.name,
+                    &mut p.version,
+                    &mut p.source_name,
+                    &mut p.source_version,
+                    &mut p.arch,
+                ] {
+                    cut |= bound_string(f, MAX_SHORT_FIELD_BYTES);
+                }
+                cut |= bound_string(&mut p.path, MAX_PATH_BYTES);
+            }
+            if inv.notes.len() > 64 {
+                inv.notes.truncate(64);
+                cut = true;
+            }
+            for n in &mut inv.notes {
+                cut |= bound_string(n, MAX_MESSAGE_TEXT_BYTES);
+            }
+        }
+        Some(Kind::Compliance(c)) => {
+            cut |= bound_string(&mut c.image_id, MAX_SHORT_FIELD_BYTES);
+            if c.results.len() > 256 {
+                c.results.truncate(256);
+                cut = true;
+            }
+            for r in &mut c.results {
+                for f in [&mut r.check_id, &mut r.severity, &mut r.cis] {
+                    cut |= bound_string(f, MAX_SHORT_FIELD_BYTES);
+                }
+                cut |= bound_string(&mut r.title, MAX_RULE_BYTES);
+                cut |= bound_string(&mut r.evidence, MAX_MESSAGE_TEXT_BYTES);
+            }
+        }
         Some(Kind::ProcessExit(_)) | None => {}
     }
     cut

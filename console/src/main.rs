@@ -104,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Token { command } => exit_on_error(defender_console::admin::token(command).await),
+        Command::Vulndb { command } => {
+            if !defender_console::vulndb::run_command(command).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Defender { command } => {
             exit_on_error(defender_console::admin::defender(command).await)
         }

@@ -54,6 +54,13 @@ pub async fn run(args: EntrypointArgs) -> i32 {
         c.attach(&args.container, enforcer, sink.clone(), enforcing.clone());
         c.take_feed()
     });
+    let _inventory = crate::inventory::spawn_for(
+        &metadata,
+        &args.container,
+        &args.image,
+        supervisor.pid(),
+        sink.clone(),
+    );
     let (reaped_tx, reaped_rx) = tokio::sync::mpsc::unbounded_channel();
     let observer = Observer::spawn(
         ObserveConfig {

@@ -73,6 +73,8 @@ pub async fn run(args: SidecarArgs) -> i32 {
             }
         ),
     );
+    let _inventory = (args.mode == FargateMode::Sidecar)
+        .then(|| crate::inventory::spawn_sidecar(&metadata, outbox.clone()));
     let enforcer = Enforcer::new(&metadata, &[], Some(args.data_dir.join("policy.json")));
     let (policy_tx, policy_rx) = watch::channel(enforcer.current());
     // Sidecar mode polls (it cannot install a filter in other containers' processes); in

@@ -161,7 +161,7 @@ struct OpenHow {
 /// Opens `rel` inside the directory tree `root` as if `root` were `/` (symlinks, `..` and absolute
 /// targets stay inside it), read-only, non-blocking, regular files only. Where `openat2` is
 /// unavailable (kernels before 5.6, older seccomp profiles) this is a plain open of `root/rel`.
-fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
+pub(crate) fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
     let dir = File::open(root)?;
     let c_rel = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;

@@ -125,6 +125,8 @@ pub fn kind_name(e: &Event) -> &'static str {
         Some(Kind::Audit(_)) => "audit",
         Some(Kind::Notice(_)) => "notice",
         Some(Kind::DnsQuery(_)) => "dns_query",
+        Some(Kind::Inventory(_)) => "inventory",
+        Some(Kind::Compliance(_)) => "compliance",
         None => "unknown",
     }
 }

@@ -11,6 +11,7 @@ mod policy;
 mod policy_history;
 mod tokens;
 mod users;
+pub mod vulns;
 mod web_queries;
 
 use std::path::Path;

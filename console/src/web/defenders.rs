@@ -303,6 +303,11 @@ pub async fn detail_page(
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
     };
+    let images = state
+        .store
+        .images_of_defender(&d.id)
+        .await
+        .unwrap_or_default();
     let now = now_ms();
     let s = status_of(&d, now);
     let containers: Vec<Container> = serde_json::from_str(&d.containers_json).unwrap_or_default();
@@ -389,6 +394,7 @@ pub async fn detail_page(
                 }
             }
         }
+        (super::vulns::defender_links(&d.id, &images))
         div.forensics {
             section {
                 (timeline_section(&base, &params, param_error.as_deref(), timeline.as_ref()))

@@ -33,9 +33,24 @@ pub const NAV: &[NavItem] = &[
         href: "/monitor/events/app-embedded",
     },
     NavItem {
+        section: "Monitor",
+        label: "Vulnerabilities",
+        href: "/monitor/vulnerabilities/images",
+    },
+    NavItem {
+        section: "Monitor",
+        label: "Compliance",
+        href: "/monitor/compliance",
+    },
+    NavItem {
         section: "Defend",
         label: "Runtime policy",
         href: "/defend/runtime/app-embedded",
+    },
+    NavItem {
+        section: "Defend",
+        label: "Compliance",
+        href: "/defend/compliance",
     },
     NavItem {
         section: "Deploy",

@@ -16,6 +16,7 @@
 mod api;
 mod audits;
 mod auth;
+mod compliance;
 mod decommission;
 mod defenders;
 mod deploy;
@@ -27,6 +28,8 @@ mod render;
 mod runtime;
 mod security;
 mod tokens;
+mod vulns;
+mod vulns_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +141,17 @@ pub fn router(state: WebState) -> Router {
             get(runtime::page).post(runtime::save_page),
         )
         .route(audits::PAGE_PATH, get(audits::page))
+        .route(vulns::IMAGES_PATH, get(vulns::images_page))
+        .route(
+            "/monitor/vulnerabilities/images/{id}",
+            get(vulns::image_page),
+        )
+        .route(vulns::SEARCH_PATH, get(vulns::search_page))
+        .route(compliance::MONITOR_PATH, get(compliance::monitor_page))
+        .route(
+            compliance::POLICY_PATH,
+            get(compliance::policy_page).post(compliance::save_policy),
+        )
         .route("/logout", post(auth::logout))
         .route_layer(from_fn_with_state(state.clone(), auth::require_operator));
     let api = Router::new()
@@ -173,6 +187,30 @@ pub fn router(state: WebState) -> Router {
                 .layer(DefaultBodyLimit::max(runtime::API_BODY_LIMIT)),
         )
         .route(audits::API_PATH, get(audits::list))
+        .route("/api/v1/images", get(vulns_api::list_images))
+        .route(
+            "/api/v1/images/{id}/vulnerabilities",
+            get(vulns_api::image_vulnerabilities),
+        )
+        .route(
+            "/api/v1/images/{id}/packages",
+            get(vulns_api::image_packages),
+        )
+        .route(
+            "/api/v1/vulnerabilities",
+            get(vulns_api::find_vulnerability),
+        )
+        .route("/api/v1/compliance", get(vulns_api::compliance))
+        .route(
+            "/api/v1/vulndb",
+            get(vulns_api::vulndb_status)
+                .post(vulns_api::vulndb_import)
+                .layer(DefaultBodyLimit::max(vulns_api::VULNDB_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/policies/compliance",
+            get(vulns_api::get_compliance_policy).put(vulns_api::put_compliance_policy),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_caller));
     Router::new()
         .route("/", get(|| async { Redirect::to(auth::HOME) }))

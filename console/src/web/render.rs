@@ -296,6 +296,17 @@ pub fn event_summary(e: &Event) -> String {
             }
             s
         }
+        Some(Kind::Inventory(i)) => format!(
+            "inventory of {}: {} packages{}",
+            display(&i.image_id),
+            i.total_packages,
+            if i.truncated { " (truncated)" } else { "" }
+        ),
+        Some(Kind::Compliance(c)) => format!(
+            "compliance: {} of {} checks failed",
+            c.results.iter().filter(|r| !r.passed).count(),
+            c.results.len()
+        ),
         None => "unknown event".to_owned(),
     }
 }
@@ -431,6 +442,15 @@ pub fn event_detail(e: &Event) -> serde_json::Value {
                 _ => "unspecified",
             },
             "message": n.message, "dropped": n.dropped,
+        }),
+        Some(Kind::Inventory(i)) => json!({
+            "image_id": i.image_id, "image": i.image,
+            "total_packages": i.total_packages, "truncated": i.truncated,
+        }),
+        Some(Kind::Compliance(c)) => json!({
+            "image_id": c.image_id,
+            "failed": c.results.iter().filter(|r| !r.passed).count(),
+            "checks": c.results.len(),
         }),
         None => serde_json::Value::Null,
     }

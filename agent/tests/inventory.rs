@@ -1,0 +1,200 @@
+//! Inventory against real artefacts: a binary built with `cargo auditable` (prepared fixture:
+//! cargo-auditable is not part of CI; see fixtures/auditable-hello.*), a Go binary built here
+//! when `go` is installed, a real Debian dpkg status (also as distroless's status.d), and the
+//! size bound.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use defender::inventory::fsroot::{Budget, FsRoot};
+use defender::inventory::{binaries, bound, collect};
+use defender_proto::MAX_INVENTORY_BYTES;
+use defender_proto::v1::{Inventory, InventoryPackage};
+use prost::Message;
+
+fn fixture(p: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn install(root: &Path, rel: &str, from: &Path) {
+    let dst = root.join(rel);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::copy(from, &dst).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn names(p: &[InventoryPackage], kind: &str) -> Vec<(String, String)> {
+    let mut v: Vec<_> = p
+        .iter()
+        .filter(|p| p.kind == kind)
+        .map(|p| (p.name.clone(), p.version.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn cargo_auditable_binary_lists_its_crates() {
+    let root = tempfile::tempdir().unwrap();
+    install(
+        root.path(),
+        "usr/local/bin/auditable-hello",
+        &fixture("tests/fixtures/auditable-hello"),
+    );
+    let found = binaries::read(&FsRoot::new(root.path()), &mut Budget { entries: 10_000 });
+    assert_eq!(
+        names(&found, "cargo"),
+        vec![("semver".to_string(), "1.0.28".to_string())]
+    );
+    assert_eq!(found[0].path, "/usr/local/bin/auditable-hello");
+}
+
+#[test]
+fn go_binary_build_info() {
+    let Ok(out) = std::process::Command::new("go")
+        .args(["env", "GOVERSION"])
+        .output()
+    else {
+        println!(
+            "SKIPPED: `go` is not installed; the Go build-info reader is covered by unit tests only"
+        );
+        return;
+    };
+    let goversion = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(
+        src.path().join("go.mod"),
+        "module example.com/hello\n\ngo 1.19\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.path().join("main.go"),
+        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("go")
+        .args(["build", "-o", "hello", "."])
+        .current_dir(src.path())
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", src.path().join("cache"))
+        .env("GOPATH", src.path().join("gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), "app/hello", &src.path().join("hello"));
+    let found = binaries::read(&FsRoot::new(root.path()), &mut Budget { entries: 10_000 });
+    let go = names(&found, "go");
+    assert!(
+        go.contains(&(
+            "stdlib".to_string(),
+            goversion.trim_start_matches("go").to_string()
+        )),
+        "{go:?} lacks stdlib {goversion}"
+    );
+}
+
+#[test]
+fn real_dpkg_status_and_distroless_status_d() {
+    let status = std::fs::read_to_string(fixture(
+        "../console/tests/fixtures/inventory/dpkg-status-bookworm",
+    ))
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::copy(
+        fixture("../console/tests/fixtures/inventory/os-release-debian12"),
+        r.join("etc/os-release"),
+    )
+    .unwrap();
+    // Distroless: one file per package in status.d.
+    std::fs::create_dir_all(r.join("var/lib/dpkg/status.d")).unwrap();
+    for stanza in status.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let name = stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Package: "))
+            .unwrap();
+        std::fs::write(
+            r.join("var/lib/dpkg/status.d").join(name),
+            format!("{stanza}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            r.join("var/lib/dpkg/status.d")
+                .join(format!("{name}.md5sums")),
+            "x",
+        )
+        .unwrap();
+    }
+    let inv = collect(&FsRoot::new(r)).inventory;
+    let os = inv.os.clone().unwrap();
+    assert_eq!((os.id.as_str(), os.version_id.as_str()), ("debian", "12"));
+    assert_eq!(inv.packages.iter().filter(|p| p.kind == "deb").count(), 20);
+    let zlib = inv.packages.iter().find(|p| p.name == "zlib1g").unwrap();
+    assert_eq!(
+        (
+            zlib.source_name.as_str(),
+            zlib.version.as_str(),
+            zlib.arch.as_str()
+        ),
+        ("zlib", "1:1.2.13.dfsg-1", "amd64")
+    );
+    let bash = inv.packages.iter().find(|p| p.name == "bash").unwrap();
+    assert_eq!(
+        (bash.source_name.as_str(), bash.source_version.as_str()),
+        ("", "5.2.15-2"),
+        "binNMU: source version differs"
+    );
+}
+
+#[test]
+fn inventory_is_bounded_with_a_truncation_mark() {
+    let mut inv = Inventory {
+        image_id: "x".into(),
+        ..Default::default()
+    };
+    for i in 0..20_000 {
+        inv.packages.push(InventoryPackage {
+            kind: if i % 2 == 0 {
+                "python".into()
+            } else {
+                "deb".into()
+            },
+            name: format!("package-with-a-longish-name-{i}"),
+            version: format!("1.{i}.0-1+deb12u1"),
+            path: "/usr/lib/python3/dist-packages/some/long/path/METADATA".into(),
+            ..Default::default()
+        });
+    }
+    inv.total_packages = 20_000;
+    bound(&mut inv);
+    assert!(inv.encoded_len() <= MAX_INVENTORY_BYTES);
+    assert!(inv.truncated);
+    assert_eq!(inv.total_packages, 20_000);
+    assert!(inv.packages.len() > 1000);
+    // OS packages are kept first: all 10,000 deb packages do not fit, so no python one is left.
+    assert!(inv.packages.iter().all(|p| p.kind == "deb"));
+}
+
+#[test]
+fn java_archive_maven_coordinates() {
+    // Debian's liblog4j2-java 2.19.0-2 ships this JAR as /usr/share/java/log4j-api.jar.
+    let root = tempfile::tempdir().unwrap();
+    install(
+        root.path(),
+        "usr/share/java/log4j-api.jar",
+        &fixture("tests/fixtures/log4j-api-2.19.0.jar"),
+    );
+    let found =
+        defender::inventory::java::read(&FsRoot::new(root.path()), &mut Budget { entries: 10_000 });
+    assert_eq!(
+        names(&found, "java"),
+        vec![(
+            "org.apache.logging.log4j:log4j-api".to_string(),
+            "2.19.0".to_string()
+        )]
+    );
+    assert_eq!(found[0].path, "/usr/share/java/log4j-api.jar");
+}
