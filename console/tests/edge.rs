@@ -527,7 +527,8 @@ async fn data_files_are_private() {
         ..Default::default()
     });
     assert_eq!(mode(&agent.join("identity")), 0o700, "identity dir");
-    assert_eq!(mode(&agent.join("identity").join("key.pem")), 0o600);
+    // Key and certificate live in one file (see agent/src/identity.rs).
+    assert_eq!(mode(&agent.join("identity").join("identity.json")), 0o600);
     assert_eq!(mode(&agent.join("spool")), 0o700, "spool dir");
     for entry in std::fs::read_dir(agent.join("spool")).unwrap() {
         let p = entry.unwrap().path();

@@ -334,11 +334,42 @@ fn gen_case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// Whether any entryPoint/command word of `task` starts like a Windows path (`a:\`, `b:/`).
+fn names_windows_path(task: &serde_json::Value) -> bool {
+    let words = |c: &serde_json::Value, key: &str| -> Vec<String> {
+        c.get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    task.get("containerDefinitions")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| [words(c, "entryPoint"), words(c, "command")].concat())
+        .any(|w| {
+            let w = w.trim_matches(['"', '\'', ';']);
+            let b = w.as_bytes();
+            b.len() >= 3
+                && b[0].is_ascii_alphabetic()
+                && b[1] == b':'
+                && (b[2] == b'\\' || b[2] == b'/')
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn protect_is_idempotent_and_keeps_argv(case in gen_case()) {
+        // A definition whose argv names a Windows path (`C:\…`) is refused as a Windows task
+        // on purpose (ecs_rules::refuse_windows); that refusal has tests of its own.
+        prop_assume!(!names_windows_path(&case.input));
         let text = serde_json::to_string(&case.input).expect("serializes");
         let protected = protect(&text, &case.opts);
         prop_assert!(protected.is_ok(), "refused: {:?}", protected.err().map(|e| e.to_string()));
