@@ -348,6 +348,28 @@ impl Handler {
         }
     }
 
+    /// Judges a network event, marks it blocked when prevented, and builds the answer and the
+    /// report. Returns whether it was prevented.
+    fn decide(&self, mut kind: event::Kind) -> (Answer, After, bool) {
+        let (audits, prevent) = self.judge(&self.event(kind.clone()), None);
+        match &mut kind {
+            event::Kind::NetworkConnection(c) => c.blocked = prevent,
+            event::Kind::NetworkListen(l) => l.blocked = prevent,
+            _ => {}
+        }
+        let after = After {
+            event: Some(self.event(kind)),
+            audits,
+            ..After::default()
+        };
+        let answer = if prevent {
+            Answer::Refuse
+        } else {
+            Answer::Continue
+        };
+        (answer, after, prevent)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn exec(
         &mut self,
@@ -474,7 +496,7 @@ impl Handler {
             return (Answer::Continue, After::default());
         }
         let local = info.and_then(|i| i.local).filter(|l| l.port() != 0);
-        let mut conn = NetworkConnection {
+        let conn = NetworkConnection {
             protocol: protocol as i32,
             direction: Direction::Outbound as i32,
             local_addr: local.map(|l| l.ip().to_string()).unwrap_or_default(),
@@ -485,27 +507,11 @@ impl Handler {
             closed: false,
             blocked: false,
         };
-        let (audits, prevent) = self.judge(
-            &self.event(event::Kind::NetworkConnection(conn.clone())),
-            None,
-        );
+        let (answer, after, prevent) = self.decide(event::Kind::NetworkConnection(conn));
         if protocol == Protocol::Udp {
             self.remember_udp(tgid, remote, prevent);
         }
-        conn.blocked = prevent;
-        let after = After {
-            event: Some(self.event(event::Kind::NetworkConnection(conn))),
-            audits,
-            ..After::default()
-        };
-        (
-            if prevent {
-                Answer::Refuse
-            } else {
-                Answer::Continue
-            },
-            after,
-        )
+        (answer, after)
     }
 
     fn remember_udp(&mut self, pid: u32, remote: SocketAddr, prevent: bool) {
@@ -551,7 +557,7 @@ impl Handler {
         if !still_pending(fd, req.id) {
             return (Answer::Continue, After::default());
         }
-        let mut listen = NetworkListen {
+        let listen = NetworkListen {
             protocol: protocol as i32,
             local_addr: local.ip().to_string(),
             local_port: u32::from(local.port()),
@@ -560,24 +566,8 @@ impl Handler {
             pids: vec![tgid],
             blocked: false,
         };
-        let (audits, prevent) = self.judge(
-            &self.event(event::Kind::NetworkListen(listen.clone())),
-            None,
-        );
-        listen.blocked = prevent;
-        let after = After {
-            event: Some(self.event(event::Kind::NetworkListen(listen))),
-            audits,
-            ..After::default()
-        };
-        (
-            if prevent {
-                Answer::Refuse
-            } else {
-                Answer::Continue
-            },
-            after,
-        )
+        let (answer, after, _) = self.decide(event::Kind::NetworkListen(listen));
+        (answer, after)
     }
 
     fn sendto(&mut self, fd: RawFd, req: &libc::seccomp_notif) -> (Answer, After) {
@@ -602,7 +592,10 @@ impl Handler {
             };
             return (answer, After::default());
         }
-        let mut conn = NetworkConnection {
+        if !still_pending(fd, req.id) {
+            return (Answer::Continue, After::default());
+        }
+        let conn = NetworkConnection {
             protocol: Protocol::Udp as i32,
             direction: Direction::Outbound as i32,
             local_addr: String::new(),
@@ -613,28 +606,9 @@ impl Handler {
             closed: false,
             blocked: false,
         };
-        if !still_pending(fd, req.id) {
-            return (Answer::Continue, After::default());
-        }
-        let (audits, prevent) = self.judge(
-            &self.event(event::Kind::NetworkConnection(conn.clone())),
-            None,
-        );
+        let (answer, after, prevent) = self.decide(event::Kind::NetworkConnection(conn));
         self.remember_udp(tgid, dest, prevent);
-        conn.blocked = prevent;
-        let after = After {
-            event: Some(self.event(event::Kind::NetworkConnection(conn))),
-            audits,
-            ..After::default()
-        };
-        (
-            if prevent {
-                Answer::Refuse
-            } else {
-                Answer::Continue
-            },
-            after,
-        )
+        (answer, after)
     }
 
     fn sendmmsg(&mut self, fd: RawFd, req: &libc::seccomp_notif) -> (Answer, After) {
