@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,16 +17,6 @@ use defender_proto::v1::{Direction, Effect, Event, event::Kind};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn save_policy(console: &RunningConsole, json: &str) -> i64 {
-    defender_policy::RuntimePolicy::parse(json)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let saved = console.store.save_policy(json, "test").await.unwrap();
-    console.policy.publish(&saved);
-    saved.version
-}
 
 /// `defender run` with `script` (via sh) as the workload, in `dir`, capture mode `capture`.
 fn run_defender(
@@ -123,14 +113,6 @@ fn argv_of(e: &Event) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-fn which(cmd: &str) -> PathBuf {
-    ["/bin", "/usr/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{cmd} not found"))
 }
 
 /// The Defender's capture status through the REST API.

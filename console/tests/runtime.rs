@@ -15,16 +15,6 @@ use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn save_policy(console: &RunningConsole, json: &str) -> i64 {
-    defender_policy::RuntimePolicy::parse(json)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let saved = console.store.save_policy(json, "test").await.unwrap();
-    console.policy.publish(&saved);
-    saved.version
-}
-
 /// Starts `defender run` with `script` as the workload (via sh), its cwd `dir`. These tests
 /// exercise enforcement after the fact (polling: prevent kills with SIGKILL, status 137);
 /// exact capture's refusal before exec is tested in `capture.rs`.
@@ -101,14 +91,6 @@ fn tool(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::copy(which("sleep"), &path).unwrap();
     path
-}
-
-fn which(cmd: &str) -> PathBuf {
-    ["/bin", "/usr/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{cmd} not found"))
 }
 
 fn touch(path: &Path) {

@@ -146,3 +146,24 @@ fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
         .filter_map(|e| newest_mtime(&e.path()))
         .max()
 }
+
+/// Validates `json` as a runtime policy, saves it as a new version and pushes it to every
+/// connected Defender, as the policy API does. Returns the version.
+pub async fn save_policy(console: &defender_console::server::RunningConsole, json: &str) -> i64 {
+    defender_policy::RuntimePolicy::parse(json)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let saved = console.store.save_policy(json, "test").await.unwrap();
+    console.policy.publish(&saved);
+    saved.version
+}
+
+/// Path of a system program (`/bin` or `/usr/bin`).
+pub fn which(cmd: &str) -> std::path::PathBuf {
+    ["/bin", "/usr/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(cmd))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{cmd} not found"))
+}
