@@ -1,12 +1,12 @@
 //! Administrative subcommands working on the Console's data directory: `token create|list|
-//! revoke` and `defender decommission`. They write to the database directly, so they work
+//! revoke`, `user set-password` and `defender decommission`. They write to the database directly, so they work
 //! whether the Console runs or not; a running Console closes the streams of Defenders
 //! decommissioned this way within its decommission poll (2 s), and at their next heartbeat at
 //! the latest.
 
 use std::io::Write;
 
-use crate::cli::{DefenderCommand, TokenCommand};
+use crate::cli::{DefenderCommand, TokenCommand, UserCommand};
 use crate::server::{self, ServerError};
 use crate::store::lifecycle::{TokenRecord, parse_handle};
 use crate::store::{StoreError, TokenKind, now_ms};
@@ -21,8 +21,49 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Prompt(#[from] crate::prompt::PromptError),
     #[error("{0}")]
     Refused(String),
+}
+
+/// Shortest password `user set-password` accepts, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Runs a `user` subcommand.
+pub async fn user(command: UserCommand) -> Result<(), AdminError> {
+    match command {
+        UserCommand::SetPassword(args) => {
+            let username = args.username.trim();
+            if username.is_empty()
+                || username.len() > 64
+                || username
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(AdminError::Refused(
+                    "--username must be 1 to 64 characters without spaces or control characters"
+                        .into(),
+                ));
+            }
+            let password =
+                crate::prompt::read_new_secret(&format!("New password for {username}: "))?;
+            if password.chars().count() < MIN_PASSWORD_CHARS {
+                return Err(AdminError::Refused(format!(
+                    "the password must have at least {MIN_PASSWORD_CHARS} characters"
+                )));
+            }
+            let (store, _) = server::open_data_dir(&args.data.data_dir).await?;
+            let created = store.set_password(username, &password).await?;
+            // The password itself is never echoed.
+            if created {
+                println!("created user {username}");
+            } else {
+                println!("password of {username} changed; its sessions were ended");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs a `token` subcommand.

@@ -40,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage operator accounts of the UI (`admin`).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Manage Defenders.
     Defender {
         #[command(subcommand)]
@@ -128,6 +133,25 @@ pub struct TokenRevokeArgs {
     /// Token ids (`enroll-3`, `api-5`) or tokens (`dfe_…`, `dfa_…`).
     #[arg(required = true, value_name = "ID")]
     pub ids: Vec<String>,
+}
+
+/// `user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Set (or reset) an account's password and end its open sessions. The password is read
+    /// from the terminal (twice, not echoed) or, when stdin is not a terminal, from the first
+    /// line of stdin; never from the command line, where other local users could read it.
+    SetPassword(UserSetPasswordArgs),
+}
+
+/// `user set-password` options.
+#[derive(Debug, Args, Clone)]
+pub struct UserSetPasswordArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// The account; created if it does not exist.
+    #[arg(long, default_value = "admin")]
+    pub username: String,
 }
 
 /// Defender subcommands.

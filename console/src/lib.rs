@@ -13,6 +13,7 @@ pub mod limits;
 pub mod listen;
 pub mod pki;
 pub mod policy_feed;
+pub mod prompt;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;

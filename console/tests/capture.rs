@@ -224,8 +224,8 @@ async fn prevent_blocks_programs_connections_listeners_and_dns_before_they_run()
         r#"{{"rules": [{{
           "name": "lockdown",
           "processes": {{"effect": "prevent", "denied": ["forbidden-tool"]}},
-          "network": {{"effect": "prevent", "deniedOutboundIps": ["127.0.0.2/32"],
-                       "deniedListeningPorts": [{listen_port}]}},
+          "network": {{"effect": "prevent", "denied_outbound_ips": ["127.0.0.2/32"],
+                       "denied_listening_ports": [{listen_port}]}},
           "dns": {{"effect": "prevent", "denied": ["*.evil.test"]}}
         }}]}}"#
     );
@@ -380,7 +380,7 @@ async fn shared_listeners_udp_clients_and_unfinished_connects_in_polling_mode() 
     // count as listening (the allow-list would kill it).
     let policy = format!(
         r#"{{"rules": [{{"name": "ports", "network": {{"effect": "prevent",
-            "allowedListeningPorts": [{reuse_port}, {full_port}]}}}}]}}"#
+            "allowed_listening_ports": [{reuse_port}, {full_port}]}}}}]}}"#
     );
     let version = save_policy(&console, &policy).await;
     let script = format!(

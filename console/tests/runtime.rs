@@ -99,9 +99,9 @@ fn touch(path: &Path) {
 
 const PREVENT_POLICY: &str = r#"{"rules": [{
   "name": "no forbidden tools",
-  "processes": {"effect": "prevent", "denied": ["forbidden-tool"], "cryptoMiners": "prevent",
-                "modifiedBinary": "alert"},
-  "network": {"effect": "prevent", "deniedListeningPorts": [LISTEN_PORT]}
+  "processes": {"effect": "prevent", "denied": ["forbidden-tool"], "crypto_miners": "prevent",
+                "modified_binary": "alert"},
+  "network": {"effect": "prevent", "denied_listening_ports": [LISTEN_PORT]}
 }]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,9 +193,9 @@ async fn alerts_for_allow_list_modified_binary_outbound_port_and_ip() {
         r#"{{"rules": [{{
           "name": "tight",
           "processes": {{"effect": "alert", "allowed": ["sh", "dash", "bash", "sleep", "python3*", "tool", "cp"],
-                         "modifiedBinary": "alert"}},
-          "network": {{"effect": "alert", "deniedOutboundPorts": [{denied_port}],
-                       "deniedOutboundIps": ["127.0.0.2/32"]}}
+                         "modified_binary": "alert"}},
+          "network": {{"effect": "alert", "denied_outbound_ports": [{denied_port}],
+                       "denied_outbound_ips": ["127.0.0.2/32"]}}
         }}]}}"#
     );
     let version = save_policy(&console, &policy).await;

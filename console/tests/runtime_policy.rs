@@ -32,8 +32,8 @@ fn valid_policy(name: &str) -> Value {
         "rules": [{
             "name": name,
             "collection": { "families": ["web-*"] },
-            "processes": { "effect": "prevent", "denied": ["nc", "/tmp/*"], "cryptoMiners": "prevent" },
-            "network": { "effect": "alert", "deniedOutboundPorts": [25, "6660-6669"] }
+            "processes": { "effect": "prevent", "denied": ["nc", "/tmp/*"], "crypto_miners": "prevent" },
+            "network": { "effect": "alert", "denied_outbound_ports": [25, "6660-6669"] }
         }]
     })
 }
@@ -123,8 +123,8 @@ async fn api_validates_versions_and_pushes_to_a_connected_defender() {
     // No version yet: the built-in default, version null.
     let doc = get_json(&http, &base, &token).await;
     assert_eq!(doc["version"], Value::Null);
-    assert_eq!(doc["savedAt"], Value::Null);
-    assert_eq!(doc["savedBy"], Value::Null);
+    assert_eq!(doc["saved_at"], Value::Null);
+    assert_eq!(doc["saved_by"], Value::Null);
     assert_eq!(
         doc["policy"],
         serde_json::to_value(RuntimePolicy::default_policy()).unwrap()
@@ -134,8 +134,8 @@ async fn api_validates_versions_and_pushes_to_a_connected_defender() {
     let invalid = json!({
         "rules": [
             { "name": "dup" },
-            { "name": "dup", "network": { "deniedListeningPorts": [70000] },
-              "processes": { "shellFromNonShell": "prevent" } }
+            { "name": "dup", "network": { "denied_listening_ports": [70000] },
+              "processes": { "shell_from_non_shell": "prevent" } }
         ]
     });
     let resp = put(&http, &base, &token, invalid.to_string()).await;
@@ -150,8 +150,8 @@ async fn api_validates_versions_and_pushes_to_a_connected_defender() {
         .collect();
     for expected in [
         "rules[1].name",
-        "rules[1].network.deniedListeningPorts[0]",
-        "rules[1].processes.shellFromNonShell",
+        "rules[1].network.denied_listening_ports[0]",
+        "rules[1].processes.shell_from_non_shell",
     ] {
         assert!(paths.contains(&expected), "{expected} missing in {err}");
     }
@@ -184,12 +184,12 @@ async fn api_validates_versions_and_pushes_to_a_connected_defender() {
     assert_eq!(resp.status(), StatusCode::OK);
     let saved: Value = resp.json().await.unwrap();
     assert_eq!(saved["version"], 1);
-    assert_eq!(saved["savedBy"], format!("api-token:{token_id}"));
-    assert!(saved["savedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(saved["saved_by"], format!("api-token:{token_id}"));
+    assert!(saved["saved_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(saved["policy"]["rules"][0]["name"], "first");
     // Stored canonically: defaults written out.
     assert_eq!(
-        saved["policy"]["rules"][0]["processes"]["modifiedBinary"],
+        saved["policy"]["rules"][0]["processes"]["modified_binary"],
         "disable"
     );
     let received = wait_for_version(&mut policy_rx, 1).await;
@@ -258,7 +258,7 @@ async fn api_with_a_session_needs_csrf_and_records_the_user() {
     assert_eq!(with.status(), StatusCode::OK);
     let saved: Value = with.json().await.unwrap();
     assert_eq!(saved["version"], 1);
-    assert_eq!(saved["savedBy"], "admin");
+    assert_eq!(saved["saved_by"], "admin");
 }
 
 async fn post_form(web: &Web, cookie: &str, fields: &[(&str, &str)]) -> reqwest::Response {
@@ -317,7 +317,7 @@ async fn page_lists_problems_inline_escaped_and_keeps_the_input() {
     let csrf = web.csrf(&cookie).await;
     let hostile = "<img src=x onerror=alert(1)>";
     let typed = format!(
-        r#"{{"rules": [{{"name": "{hostile}"}}, {{"name": "{hostile}", "network": {{"deniedListeningPorts": [70000]}}}}]}}"#
+        r#"{{"rules": [{{"name": "{hostile}"}}, {{"name": "{hostile}", "network": {{"denied_listening_ports": [70000]}}}}]}}"#
     );
     let resp = post_form(&web, &cookie, &[("csrf", &csrf), ("policy", &typed)]).await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -339,7 +339,7 @@ async fn page_lists_problems_inline_escaped_and_keeps_the_input() {
         "{problems}"
     );
     assert!(
-        problems.contains("<code>rules[1].network.deniedListeningPorts[0]</code>: port 70000"),
+        problems.contains("<code>rules[1].network.denied_listening_ports[0]</code>: port 70000"),
         "{problems}"
     );
     // The input is kept exactly.

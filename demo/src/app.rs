@@ -36,6 +36,11 @@ pub struct AppArgs {
     /// Lifetime of each child process.
     #[arg(long, env = "DEMO_CHILD_LIFETIME", default_value = "1500ms", value_parser = crate::parse_duration)]
     pub child_lifetime: Duration,
+    /// Once, this long after start, run `sh -c 'sleep 2'`: a shell started by a non-shell
+    /// parent, which the Defender's default runtime policy audits (so the quick start has an
+    /// audit to show). Off unless given.
+    #[arg(long, env = "DEMO_SHELL_AFTER", value_parser = crate::parse_duration)]
+    pub shell_after: Option<Duration>,
 }
 
 /// Counters shown by `GET /`.
@@ -80,11 +85,17 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
         args.targets.clone(),
         args.connect_every,
     ));
+    let shell = args
+        .shell_after
+        .map(|after| tokio::spawn(run_shell_once(state.clone(), after)));
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(crate::shutdown_signal())
         .await?;
     spawner.abort();
     connector.abort();
+    if let Some(shell) = shell {
+        shell.abort();
+    }
     println!("[{}] stopping", args.name);
     Ok(())
 }
@@ -152,6 +163,24 @@ async fn spawn_children(state: Arc<AppState>, every: Duration, lifetime: Duratio
             }
             Err(e) => eprintln!("[{}] cannot spawn a child: {e}", state.name),
         }
+    }
+}
+
+/// Runs one shell from this (non-shell) process after `after`, for an audit to look at.
+async fn run_shell_once(state: Arc<AppState>, after: Duration) {
+    tokio::time::sleep(after).await;
+    // The shell lives 2 s so that a polling Defender (1 s) sees it too.
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", "sleep 2"])
+        .kill_on_drop(true)
+        .status()
+        .await;
+    match status {
+        Ok(status) => println!(
+            "[{}] ran `sh -c 'sleep 2'` (a shell started by a non-shell parent): {status}",
+            state.name
+        ),
+        Err(e) => eprintln!("[{}] cannot run sh: {e}", state.name),
     }
 }
 

@@ -1,5 +1,5 @@
 //! First-seen identities of executables, so the Defender can tell a process started from a
-//! binary modified after the container started (the `modifiedBinary` check).
+//! binary modified after the container started (the `modified_binary` check).
 
 use std::collections::HashMap;
 

@@ -18,7 +18,7 @@ pub enum PolicyError {
     /// Not JSON, or not the policy's shape (unknown key, wrong type, missing field).
     #[error("{}", json_message(path, message, *line, *column))]
     Json {
-        /// Where in the document (`rules[2].network.deniedOutboundIps[0]`), empty for the root.
+        /// Where in the document (`rules[2].network.denied_outbound_ips[0]`), empty for the root.
         path: String,
         /// What is wrong, without the position.
         message: String,
@@ -81,7 +81,7 @@ impl PolicyError {
 /// One problem found by [`RuntimePolicy::validate`](crate::RuntimePolicy::validate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ValidationError {
-    /// Where the problem is, e.g. `rules[2].network.deniedOutboundIps[0]`.
+    /// Where the problem is, e.g. `rules[2].network.denied_outbound_ips[0]`.
     pub path: String,
     /// What is wrong and, where it helps, how to fix it.
     pub message: String,

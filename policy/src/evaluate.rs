@@ -49,19 +49,19 @@ pub enum Check {
     ProcessNotAllowed,
     /// The process is a crypto-miner (name or argv).
     CryptoMiner,
-    /// An outbound connection to a mining pool port (under `processes.cryptoMiners`).
+    /// An outbound connection to a mining pool port (under `processes.crypto_miners`).
     MiningPoolConnection,
     /// The process runs a binary modified after the container started.
     ModifiedBinary,
     /// A shell started by a non-shell parent.
     ShellFromNonShell,
-    /// Listening on a port of `network.deniedListeningPorts`.
+    /// Listening on a port of `network.denied_listening_ports`.
     DeniedListeningPort,
-    /// Listening on a port outside a non-empty `network.allowedListeningPorts`.
+    /// Listening on a port outside a non-empty `network.allowed_listening_ports`.
     ListeningPortNotAllowed,
-    /// An outbound connection to a port of `network.deniedOutboundPorts`.
+    /// An outbound connection to a port of `network.denied_outbound_ports`.
     DeniedOutboundPort,
-    /// An outbound connection to an address of `network.deniedOutboundIps`.
+    /// An outbound connection to an address of `network.denied_outbound_ips`.
     DeniedOutboundIp,
     /// A DNS query for a name of `dns.denied`.
     DeniedDomain,
@@ -80,13 +80,13 @@ impl Check {
         match self {
             Check::DeniedProcess => "processes.denied",
             Check::ProcessNotAllowed => "processes.allowed",
-            Check::CryptoMiner | Check::MiningPoolConnection => "processes.cryptoMiners",
-            Check::ModifiedBinary => "processes.modifiedBinary",
-            Check::ShellFromNonShell => "processes.shellFromNonShell",
-            Check::DeniedListeningPort => "network.deniedListeningPorts",
-            Check::ListeningPortNotAllowed => "network.allowedListeningPorts",
-            Check::DeniedOutboundPort => "network.deniedOutboundPorts",
-            Check::DeniedOutboundIp => "network.deniedOutboundIps",
+            Check::CryptoMiner | Check::MiningPoolConnection => "processes.crypto_miners",
+            Check::ModifiedBinary => "processes.modified_binary",
+            Check::ShellFromNonShell => "processes.shell_from_non_shell",
+            Check::DeniedListeningPort => "network.denied_listening_ports",
+            Check::ListeningPortNotAllowed => "network.allowed_listening_ports",
+            Check::DeniedOutboundPort => "network.denied_outbound_ports",
+            Check::DeniedOutboundIp => "network.denied_outbound_ips",
             Check::DeniedDomain => "dns.denied",
             Check::DomainNotAllowed => "dns.allowed",
         }
@@ -453,7 +453,7 @@ impl CompiledRule {
         };
         if let Some(r) = n.denied_listening.iter().find(|r| r.contains(port)) {
             let what = format!(
-                "{}: port {port} is denied (deniedListeningPorts {r})",
+                "{}: port {port} is denied (denied_listening_ports {r})",
                 who()
             );
             out.push(self.verdict(Check::DeniedListeningPort, n.effect, l.pid, what));
@@ -482,7 +482,10 @@ impl CompiledRule {
         };
         if n.effect != Effect::Disable {
             if let Some(r) = n.denied_outbound_ports.iter().find(|r| r.contains(port)) {
-                let what = format!("{}: port {port} is denied (deniedOutboundPorts {r})", who());
+                let what = format!(
+                    "{}: port {port} is denied (denied_outbound_ports {r})",
+                    who()
+                );
                 out.push(self.verdict(Check::DeniedOutboundPort, n.effect, c.pid, what));
             }
             if let Some(addr) = parse_addr(&c.remote_addr)
@@ -490,7 +493,7 @@ impl CompiledRule {
                     n.denied_outbound_ips.iter().find(|(b, _)| b.contains(addr))
             {
                 let what = format!(
-                    "{}: address {addr} is denied (deniedOutboundIps {})",
+                    "{}: address {addr} is denied (denied_outbound_ips {})",
                     who(),
                     show_str(entry)
                 );

@@ -25,23 +25,23 @@
 //!         "effect": "prevent",
 //!         "allowed": [],
 //!         "denied": ["nc", "ncat", "/tmp/*"],
-//!         "modifiedBinary": "alert",
-//!         "cryptoMiners": "prevent",
-//!         "shellFromNonShell": "alert"
+//!         "modified_binary": "alert",
+//!         "crypto_miners": "prevent",
+//!         "shell_from_non_shell": "alert"
 //!       },
 //!       "network": {
 //!         "effect": "alert",
-//!         "allowedListeningPorts": [8080],
-//!         "deniedListeningPorts": [22],
-//!         "deniedOutboundPorts": [25, "6660-6669"],
-//!         "deniedOutboundIps": ["169.254.169.254", "10.0.0.0/8", "2001:db8::/32"]
+//!         "allowed_listening_ports": [8080],
+//!         "denied_listening_ports": [22],
+//!         "denied_outbound_ports": [25, "6660-6669"],
+//!         "denied_outbound_ips": ["169.254.169.254", "10.0.0.0/8", "2001:db8::/32"]
 //!       }
 //!     }
 //!   ]
 //! }
 //! ```
 //!
-//! Keys are camelCase and unknown keys are errors. Only `rules` and each rule's `name` are
+//! Keys are snake_case (camelCase spellings are still read) and unknown keys are errors. Only `rules` and each rule's `name` are
 //! required: lists default to empty, effects to `"disable"`. Effects are `"disable"`,
 //! `"alert"`, `"prevent"`. Ports are numbers or `"start-end"` strings.
 //!
@@ -62,19 +62,19 @@
 //!   unknown (empty), `argv[0]` stands in. A `/proc` ` (deleted)` suffix is ignored and a login
 //!   shell's leading `-` in `argv[0]` too. Denied wins over allowed (validation rejects the same
 //!   pattern in both). `processes.effect` applies to both lists.
-//! - **Crypto-miners** (`cryptoMiners`): the executable's or `argv[0]`'s basename is a known miner
+//! - **Crypto-miners** (`crypto_miners`): the executable's or `argv[0]`'s basename is a known miner
 //!   ([`MINER_NAMES`], also with a `-`/`_`/`.` suffix), or an argument holds a stratum URL
 //!   (`stratum+tcp://`, `stratum+ssl://`, `stratum2+tcp://`…) or `--donate-level`, or a pool
 //!   flag (`-o`, `--url`, `--pool`, `-pool`) names `host:port` with a pool port
 //!   ([`POOL_PORTS`]). An open outbound TCP connection to a pool port is a
 //!   [`Check::MiningPoolConnection`] under the same effect (a weaker signal: `prevent` kills the
 //!   connecting process).
-//! - **Modified binaries** (`modifiedBinary`): fires when [`EventContext::binary_changed`] is
+//! - **Modified binaries** (`modified_binary`): fires when [`EventContext::binary_changed`] is
 //!   set, which the Defender computes with a per-container [`BinaryTracker`]: a path whose
 //!   (device, inode, size, mtime, ctime), or SHA-256 when both sightings have one, differs from
 //!   its first sighting; with [`BinaryTracker::with_container_start`] also any binary whose
 //!   ctime is later than the container's start (a payload written and run).
-//! - **Shell from a non-shell parent** (`shellFromNonShell`): the process is a shell
+//! - **Shell from a non-shell parent** (`shell_from_non_shell`): the process is a shell
 //!   ([`SHELLS`], or busybox run as one) and its parent's executable
 //!   ([`EventContext::parent_exe`]) is known and neither a shell nor a launcher that starts
 //!   shells routinely ([`SHELL_LAUNCHERS`]: init systems, the Defender, sudo, cron…). `prevent`

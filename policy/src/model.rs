@@ -1,6 +1,7 @@
 //! The policy document: what the Console stores, edits and pushes as `Policy.rules_json`.
 //!
-//! JSON with camelCase keys; unknown keys are rejected. Every field but `rules` and a rule's
+//! JSON with snake_case keys (the camelCase spellings of earlier versions are still read, so
+//! stored policies and Defenders' cached copies stay valid); unknown keys are rejected. Every field but `rules` and a rule's
 //! `name` may be left out: lists default to empty, effects to `disable`.
 
 use std::fmt;
@@ -15,7 +16,7 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 /// The runtime policy: rules in order; the first rule whose collection matches a scope applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RuntimePolicy {
     /// Ordered rules; earlier rules take precedence.
     pub rules: Vec<Rule>,
@@ -23,7 +24,7 @@ pub struct RuntimePolicy {
 
 /// One rule: where it applies and what it checks there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Unique, non-empty name; audits name the rule that produced them.
     pub name: String,
@@ -46,7 +47,7 @@ pub struct Rule {
 /// `pool.*` any name starting with `pool.`). Prevent refuses the query before it is sent (the
 /// lookup fails), which needs exact capture; polling Defenders see no DNS queries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct DnsSection {
     /// Effect of both lists.
     #[serde(default)]
@@ -64,7 +65,7 @@ pub struct DnsSection {
 /// Patterns are case-sensitive globs (`*` any run of characters, `?` one character); an empty
 /// list matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Collection {
     /// ECS task definition families (`web-*`).
     #[serde(default)]
@@ -121,7 +122,7 @@ impl fmt::Display for Effect {
 
 /// Process checks of a rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ProcessSection {
     /// Effect of the `allowed` and `denied` lists.
     #[serde(default)]
@@ -133,34 +134,41 @@ pub struct ProcessSection {
     #[serde(default)]
     pub denied: Vec<String>,
     /// A process started from a binary modified after the container started.
+    #[serde(alias = "modifiedBinary")]
     #[serde(default)]
     pub modified_binary: Effect,
     /// A known crypto-miner (name, stratum URL or pool port in argv, outbound pool connection).
+    #[serde(alias = "cryptoMiners")]
     #[serde(default)]
     pub crypto_miners: Effect,
     /// A shell started by a parent that is not a shell; `disable` or `alert` only.
+    #[serde(alias = "shellFromNonShell")]
     #[serde(default)]
     pub shell_from_non_shell: Effect,
 }
 
 /// Network checks of a rule (TCP and UDP alike).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkSection {
     /// Effect of every list in this section.
     #[serde(default)]
     pub effect: Effect,
     /// When non-empty, listening on any other port is a violation.
+    #[serde(alias = "allowedListeningPorts")]
     #[serde(default)]
     pub allowed_listening_ports: Vec<PortRange>,
     /// Listening on one of these ports is a violation.
+    #[serde(alias = "deniedListeningPorts")]
     #[serde(default)]
     pub denied_listening_ports: Vec<PortRange>,
     /// An outbound connection to one of these remote ports is a violation.
+    #[serde(alias = "deniedOutboundPorts")]
     #[serde(default)]
     pub denied_outbound_ports: Vec<PortRange>,
     /// An outbound connection to one of these addresses or blocks (`10.1.2.3`, `10.0.0.0/8`,
     /// `2001:db8::/32`).
+    #[serde(alias = "deniedOutboundIps")]
     #[serde(default)]
     pub denied_outbound_ips: Vec<String>,
 }

@@ -45,7 +45,7 @@ impl Report {
 
 impl RuntimePolicy {
     /// Checks the policy; `Err` lists every problem, each with its path
-    /// (`rules[2].network.deniedOutboundIps[0]`) and a message fit to show the operator.
+    /// (`rules[2].network.denied_outbound_ips[0]`) and a message fit to show the operator.
     pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
         let mut r = Report(Vec::new());
         if self.rules.len() > MAX_RULES {
@@ -176,7 +176,7 @@ fn check_processes(r: &mut Report, at: &str, s: &ProcessSection) {
     }
     if s.shell_from_non_shell == Effect::Prevent {
         r.push(
-            format!("{at}.shellFromNonShell"),
+            format!("{at}.shell_from_non_shell"),
             "effect \"prevent\" is not supported here: many applications start /bin/sh \
              legitimately (system(), popen(), exec with a shell); use \"alert\", or deny the \
              shell in processes.denied to kill it",
@@ -186,13 +186,13 @@ fn check_processes(r: &mut Report, at: &str, s: &ProcessSection) {
 
 /// The network section: port ranges, overlaps, addresses.
 fn check_network(r: &mut Report, at: &str, s: &NetworkSection) {
-    let allowed = format!("{at}.allowedListeningPorts");
-    let denied = format!("{at}.deniedListeningPorts");
+    let allowed = format!("{at}.allowed_listening_ports");
+    let denied = format!("{at}.denied_listening_ports");
     let allowed_ok = check_ports(r, &allowed, &s.allowed_listening_ports);
     let denied_ok = check_ports(r, &denied, &s.denied_listening_ports);
     check_ports(
         r,
-        &format!("{at}.deniedOutboundPorts"),
+        &format!("{at}.denied_outbound_ports"),
         &s.denied_outbound_ports,
     );
     if allowed_ok && denied_ok {
@@ -215,7 +215,7 @@ fn check_network(r: &mut Report, at: &str, s: &NetworkSection) {
             }
         }
     }
-    let ips = format!("{at}.deniedOutboundIps");
+    let ips = format!("{at}.denied_outbound_ips");
     if !r.too_long(&ips, &s.denied_outbound_ips) {
         for (j, ip) in s.denied_outbound_ips.iter().enumerate() {
             if let Err(why) = parse_cidr(ip) {

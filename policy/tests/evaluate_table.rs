@@ -161,7 +161,7 @@ fn allowed_list_violations() {
 
 #[test]
 fn crypto_miners() {
-    let p = rule(json!({"processes": {"cryptoMiners": "prevent"}}));
+    let p = rule(json!({"processes": {"crypto_miners": "prevent"}}));
     let cases: &[(&str, &[&str], &str)] = &[
         ("/tmp/xmrig", &["xmrig"], "named like the miner \"xmrig\""),
         (
@@ -218,7 +218,7 @@ fn crypto_miners() {
         .is_empty()
     );
 
-    // Outbound to a pool port counts under cryptoMiners; other ports do not.
+    // Outbound to a pool port counts under crypto_miners; other ports do not.
     let v = eval(&p, &outbound("203.0.113.9", 3333, 77));
     assert_eq!(
         summary(&v),
@@ -239,7 +239,7 @@ fn crypto_miners() {
 
 #[test]
 fn modified_binary_via_tracker() {
-    let p = rule(json!({"processes": {"modifiedBinary": "alert"}}));
+    let p = rule(json!({"processes": {"modified_binary": "alert"}}));
     let mut tracker = BinaryTracker::default();
     let v1 = BinaryIdentity {
         dev: 1,
@@ -277,7 +277,7 @@ fn modified_binary_via_tracker() {
 
 #[test]
 fn shell_from_non_shell_parent() {
-    let p = rule(json!({"processes": {"shellFromNonShell": "alert"}}));
+    let p = rule(json!({"processes": {"shell_from_non_shell": "alert"}}));
     let sh = exec(20, "/bin/dash", &["sh", "-c", "id"]);
     let with_parent = |parent: Option<&'static [u8]>| {
         p.evaluate(
@@ -317,7 +317,7 @@ fn shell_from_non_shell_parent() {
 #[test]
 fn listening_ports() {
     let p = rule(
-        json!({"network": {"effect": "prevent", "allowedListeningPorts": [8080, "9000-9100"], "deniedListeningPorts": [22]}}),
+        json!({"network": {"effect": "prevent", "allowed_listening_ports": [8080, "9000-9100"], "denied_listening_ports": [22]}}),
     );
     let v = eval(&p, &listen(22, 31, false));
     assert_eq!(
@@ -326,7 +326,7 @@ fn listening_ports() {
     );
     assert_eq!(
         v[0].message,
-        "tcp listening on 0.0.0.0:22 (pid 31): port 22 is denied (deniedListeningPorts 22); prevented: killing pid 31 (SIGKILL)"
+        "tcp listening on 0.0.0.0:22 (pid 31): port 22 is denied (denied_listening_ports 22); prevented: killing pid 31 (SIGKILL)"
     );
     let v = eval(&p, &listen(8081, 32, false));
     assert_eq!(
@@ -346,7 +346,7 @@ fn listening_ports() {
     assert_eq!(eval(&p, &listen(22, 1, false))[0].kill_pid, None);
 
     let only_denied =
-        rule(json!({"network": {"effect": "alert", "deniedListeningPorts": ["6000-6010"]}}));
+        rule(json!({"network": {"effect": "alert", "denied_listening_ports": ["6000-6010"]}}));
     assert_eq!(
         summary(&eval(&only_denied, &listen(6005, 3, false))),
         [(Check::DeniedListeningPort, Effect::Alert, None)]
@@ -357,14 +357,14 @@ fn listening_ports() {
 #[test]
 fn outbound_ports_and_addresses() {
     let p = rule(json!({"network": {"effect": "prevent",
-        "deniedOutboundPorts": [25, "6660-6669"],
-        "deniedOutboundIps": ["169.254.169.254", "10.0.0.0/8", "2001:db8::/32", "::ffff:192.168.0.0/112"]}}));
+        "denied_outbound_ports": [25, "6660-6669"],
+        "denied_outbound_ips": ["169.254.169.254", "10.0.0.0/8", "2001:db8::/32", "::ffff:192.168.0.0/112"]}}));
     let v = eval(&p, &outbound("198.51.100.1", 25, 50));
     assert_eq!(
         summary(&v),
         [(Check::DeniedOutboundPort, Effect::Prevent, Some(50))]
     );
-    assert!(v[0].message.starts_with("outbound tcp connection to 198.51.100.1:25 (pid 50): port 25 is denied (deniedOutboundPorts 25)"));
+    assert!(v[0].message.starts_with("outbound tcp connection to 198.51.100.1:25 (pid 50): port 25 is denied (denied_outbound_ports 25)"));
     assert_eq!(eval(&p, &outbound("198.51.100.1", 6667, 50)).len(), 1);
 
     let cases = [
@@ -383,7 +383,7 @@ fn outbound_ports_and_addresses() {
         );
         assert!(
             v[0].message
-                .contains(&format!("is denied (deniedOutboundIps {entry})")),
+                .contains(&format!("is denied (denied_outbound_ips {entry})")),
             "{}",
             v[0].message
         );
@@ -405,9 +405,9 @@ fn outbound_ports_and_addresses() {
 #[test]
 fn closed_sockets_and_other_events_never_violate() {
     let p = rule(json!({
-        "processes": {"cryptoMiners": "prevent"},
-        "network": {"effect": "prevent", "allowedListeningPorts": [8080], "deniedListeningPorts": [22],
-                    "deniedOutboundPorts": [25], "deniedOutboundIps": ["0.0.0.0/0", "::/0"]}}));
+        "processes": {"crypto_miners": "prevent"},
+        "network": {"effect": "prevent", "allowed_listening_ports": [8080], "denied_listening_ports": [22],
+                    "denied_outbound_ports": [25], "denied_outbound_ips": ["0.0.0.0/0", "::/0"]}}));
     assert!(eval(&p, &listen(22, 5, true)).is_empty());
     assert!(eval(&p, &listen(9999, 5, true)).is_empty());
     assert!(eval(&p, &connect(Direction::Outbound, "1.2.3.4", 25, 5, true)).is_empty());

@@ -14,8 +14,8 @@ use serde_json::{Map, Number, Value, json};
 
 /// A document using every field, the seed of the mutations.
 const SEED: &str = r#"{"rules":[{"name":"web","collection":{"families":["web-*"],"containers":["a?p"],"images":["*"],"clusters":[]},
-"processes":{"effect":"prevent","allowed":["node"],"denied":["nc","/tmp/*"],"modifiedBinary":"alert","cryptoMiners":"prevent","shellFromNonShell":"alert"},
-"network":{"effect":"alert","allowedListeningPorts":[8080,"9000-9100"],"deniedListeningPorts":[22],"deniedOutboundPorts":[25],"deniedOutboundIps":["10.0.0.0/8","::ffff:1.2.3.4"]}},
+"processes":{"effect":"prevent","allowed":["node"],"denied":["nc","/tmp/*"],"modified_binary":"alert","crypto_miners":"prevent","shell_from_non_shell":"alert"},
+"network":{"effect":"alert","allowed_listening_ports":[8080,"9000-9100"],"denied_listening_ports":[22],"denied_outbound_ports":[25],"denied_outbound_ips":["10.0.0.0/8","::ffff:1.2.3.4"]}},
 {"name":"rest"}]}"#;
 
 /// Keys and values that reach deep into the policy's shape.
@@ -32,13 +32,13 @@ const KEYS: &[&str] = &[
     "effect",
     "allowed",
     "denied",
-    "modifiedBinary",
-    "cryptoMiners",
-    "shellFromNonShell",
-    "allowedListeningPorts",
-    "deniedListeningPorts",
-    "deniedOutboundPorts",
-    "deniedOutboundIps",
+    "modified_binary",
+    "crypto_miners",
+    "shell_from_non_shell",
+    "allowed_listening_ports",
+    "denied_listening_ports",
+    "denied_outbound_ports",
+    "denied_outbound_ips",
     "bogus",
 ];
 const STRINGS: &[&str] = &[
@@ -239,7 +239,7 @@ proptest! {
     fn cidr_blocks_agree_with_reference(net in any::<u32>(), prefix in 0u8..=32, addr in any::<u32>(), mapped in any::<bool>()) {
         let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
         let block = format!("{}/{prefix}", Ipv4Addr::from(net & mask));
-        let doc = json!({"rules": [{"name": "r", "network": {"effect": "alert", "deniedOutboundIps": [block]}}]});
+        let doc = json!({"rules": [{"name": "r", "network": {"effect": "alert", "denied_outbound_ips": [block]}}]});
         let c = CompiledPolicy::from_json(&doc.to_string()).unwrap();
         let a = Ipv4Addr::from(addr);
         let remote = if mapped { a.to_ipv6_mapped().to_string() } else { a.to_string() };

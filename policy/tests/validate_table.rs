@@ -16,16 +16,16 @@ const GOOD: &str = r#"{
         "effect": "prevent",
         "allowed": ["node", "/usr/local/bin/*"],
         "denied": ["nc", "ncat", "/tmp/*"],
-        "modifiedBinary": "alert",
-        "cryptoMiners": "prevent",
-        "shellFromNonShell": "alert"
+        "modified_binary": "alert",
+        "crypto_miners": "prevent",
+        "shell_from_non_shell": "alert"
       },
       "network": {
         "effect": "alert",
-        "allowedListeningPorts": [8080, "9000-9100"],
-        "deniedListeningPorts": [22],
-        "deniedOutboundPorts": [25, "6660-6669"],
-        "deniedOutboundIps": ["169.254.169.254", "10.0.0.0/8", "2001:db8::/32", "::ffff:192.168.0.0/112"]
+        "allowed_listening_ports": [8080, "9000-9100"],
+        "denied_listening_ports": [22],
+        "denied_outbound_ports": [25, "6660-6669"],
+        "denied_outbound_ips": ["169.254.169.254", "10.0.0.0/8", "2001:db8::/32", "::ffff:192.168.0.0/112"]
       }
     },
     { "name": "everything else" }
@@ -46,16 +46,36 @@ fn good_policy_round_trips() {
     let json = serde_json::to_string_pretty(&p).unwrap();
     let again = RuntimePolicy::parse(&json).unwrap();
     assert_eq!(again, p);
-    // Serialized keys are camelCase and every field is written out.
+    // Serialized keys are snake_case and every field is written out.
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
-        v["rules"][0]["network"]["deniedOutboundPorts"],
+        v["rules"][0]["network"]["denied_outbound_ports"],
         json!([25, "6660-6669"])
     );
     assert_eq!(
-        v["rules"][1]["processes"]["shellFromNonShell"],
+        v["rules"][1]["processes"]["shell_from_non_shell"],
         json!("disable")
     );
+}
+
+#[test]
+fn camel_case_keys_of_earlier_versions_still_parse() {
+    // Stored versions and Defenders' cached policies were written with camelCase keys.
+    let old = r#"{"rules": [{"name": "old",
+        "processes": {"modifiedBinary": "alert", "cryptoMiners": "prevent", "shellFromNonShell": "alert"},
+        "network": {"allowedListeningPorts": [8080], "deniedListeningPorts": [22],
+                    "deniedOutboundPorts": [25], "deniedOutboundIps": ["10.0.0.0/8"]}}]}"#;
+    let p = RuntimePolicy::parse(old).unwrap();
+    let r = &p.rules[0];
+    assert_eq!(r.processes.crypto_miners, Effect::Prevent);
+    assert_eq!(
+        r.network.denied_listening_ports,
+        vec![PortRange::single(22)]
+    );
+    assert_eq!(r.network.denied_outbound_ips, vec!["10.0.0.0/8".to_owned()]);
+    // Written back in snake_case only.
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(json.contains("\"denied_outbound_ips\"") && !json.contains("deniedOutboundIps"));
 }
 
 #[test]
@@ -117,13 +137,13 @@ fn parse_errors_name_their_place() {
             "unknown variant `block`",
         ),
         (
-            r#"{"rules": [{"name": "a", "network": {"deniedListeningPorts": ["ssh"]}}]}"#,
-            "rules[0].network.deniedListeningPorts[0]",
+            r#"{"rules": [{"name": "a", "network": {"denied_listening_ports": ["ssh"]}}]}"#,
+            "rules[0].network.denied_listening_ports[0]",
             "is not a port number or a range",
         ),
         (
-            r#"{"rules": [{"name": "a", "network": {"deniedOutboundPorts": [-1]}}]}"#,
-            "rules[0].network.deniedOutboundPorts[0]",
+            r#"{"rules": [{"name": "a", "network": {"denied_outbound_ports": [-1]}}]}"#,
+            "rules[0].network.denied_outbound_ports[0]",
             "out of range",
         ),
         (
@@ -234,53 +254,53 @@ fn each_validation_error_has_its_path_and_message() {
             "also in rules[0].processes.allowed[1]",
         ),
         (
-            json!({"processes": {"shellFromNonShell": "prevent"}}),
-            "rules[0].processes.shellFromNonShell",
+            json!({"processes": {"shell_from_non_shell": "prevent"}}),
+            "rules[0].processes.shell_from_non_shell",
             "\"prevent\" is not supported here",
         ),
         (
-            json!({"network": {"deniedListeningPorts": [70000]}}),
-            "rules[0].network.deniedListeningPorts[0]",
+            json!({"network": {"denied_listening_ports": [70000]}}),
+            "rules[0].network.denied_listening_ports[0]",
             "port 70000 is out of range 1-65535",
         ),
         (
-            json!({"network": {"allowedListeningPorts": [0]}}),
-            "rules[0].network.allowedListeningPorts[0]",
+            json!({"network": {"allowed_listening_ports": [0]}}),
+            "rules[0].network.allowed_listening_ports[0]",
             "port 0 is out of range",
         ),
         (
-            json!({"network": {"deniedOutboundPorts": [25, "9000-8000"]}}),
-            "rules[0].network.deniedOutboundPorts[1]",
+            json!({"network": {"denied_outbound_ports": [25, "9000-8000"]}}),
+            "rules[0].network.denied_outbound_ports[1]",
             "range 9000-8000 is reversed; write 8000-9000",
         ),
         (
-            json!({"network": {"deniedOutboundPorts": ["1-65536"]}}),
-            "rules[0].network.deniedOutboundPorts[0]",
+            json!({"network": {"denied_outbound_ports": ["1-65536"]}}),
+            "rules[0].network.denied_outbound_ports[0]",
             "port 65536 is out of range",
         ),
         (
-            json!({"network": {"allowedListeningPorts": ["8000-8100"], "deniedListeningPorts": [22, 8080]}}),
-            "rules[0].network.deniedListeningPorts[1]",
-            "port 8080 overlaps rules[0].network.allowedListeningPorts[0] (8000-8100)",
+            json!({"network": {"allowed_listening_ports": ["8000-8100"], "denied_listening_ports": [22, 8080]}}),
+            "rules[0].network.denied_listening_ports[1]",
+            "port 8080 overlaps rules[0].network.allowed_listening_ports[0] (8000-8100)",
         ),
         (
-            json!({"network": {"deniedOutboundIps": ["10.0.0.0/8", "10.0.0.300"]}}),
-            "rules[0].network.deniedOutboundIps[1]",
+            json!({"network": {"denied_outbound_ips": ["10.0.0.0/8", "10.0.0.300"]}}),
+            "rules[0].network.denied_outbound_ips[1]",
             "is not valid: expected an IP address or CIDR",
         ),
         (
-            json!({"network": {"deniedOutboundIps": ["10.1.0.0/8"]}}),
-            "rules[0].network.deniedOutboundIps[0]",
+            json!({"network": {"denied_outbound_ips": ["10.1.0.0/8"]}}),
+            "rules[0].network.denied_outbound_ips[0]",
             "did you mean 10.0.0.0/8?",
         ),
         (
-            json!({"network": {"deniedOutboundIps": ["2001:db8::/129"]}}),
-            "rules[0].network.deniedOutboundIps[0]",
+            json!({"network": {"denied_outbound_ips": ["2001:db8::/129"]}}),
+            "rules[0].network.denied_outbound_ips[0]",
             "prefix length /129 is longer than 128 bits",
         ),
         (
-            json!({"network": {"deniedOutboundIps": ["10.0.0.0/x"]}}),
-            "rules[0].network.deniedOutboundIps[0]",
+            json!({"network": {"denied_outbound_ips": ["10.0.0.0/x"]}}),
+            "rules[0].network.denied_outbound_ips[0]",
             "invalid prefix length",
         ),
     ];
@@ -304,7 +324,7 @@ fn each_validation_error_has_its_path_and_message() {
 fn all_problems_are_reported_at_once() {
     let p = RuntimePolicy::parse(
         &json!({"rules": [
-            {"name": "a", "network": {"deniedOutboundIps": ["nope"], "deniedListeningPorts": [0]}},
+            {"name": "a", "network": {"denied_outbound_ips": ["nope"], "denied_listening_ports": [0]}},
             {"name": "b", "processes": {"denied": [""]}},
             {"name": "a"},
             {"name": ""}
@@ -317,8 +337,8 @@ fn all_problems_are_reported_at_once() {
     assert_eq!(
         paths,
         [
-            "rules[0].network.deniedListeningPorts[0]",
-            "rules[0].network.deniedOutboundIps[0]",
+            "rules[0].network.denied_listening_ports[0]",
+            "rules[0].network.denied_outbound_ips[0]",
             "rules[1].processes.denied[0]",
             "rules[2].name",
             "rules[3].name",
@@ -361,20 +381,20 @@ fn caps_on_rules_and_list_entries() {
 
     let ports: Vec<u32> = (1..=MAX_LIST_ENTRIES as u32 + 1).collect();
     let errs = errors(&one_rule(
-        json!({"network": {"deniedOutboundPorts": ports}}),
+        json!({"network": {"denied_outbound_ports": ports}}),
     ));
-    assert_eq!(errs[0].path, "rules[0].network.deniedOutboundPorts");
+    assert_eq!(errs[0].path, "rules[0].network.denied_outbound_ports");
 }
 
 #[test]
 fn from_json_refuses_an_invalid_policy_with_every_error() {
     let json =
-        json!({"rules": [{"name": "", "network": {"deniedOutboundIps": ["x"]}}]}).to_string();
+        json!({"rules": [{"name": "", "network": {"denied_outbound_ips": ["x"]}}]}).to_string();
     match defender_policy::CompiledPolicy::from_json(&json) {
         Err(PolicyError::Invalid(errs)) => {
             assert_eq!(errs.len(), 2);
             let e = PolicyError::Invalid(errs).to_string();
-            assert!(e.starts_with("policy is invalid: rules[0].name: rule name is empty; rules[0].network.deniedOutboundIps[0]"), "{e}");
+            assert!(e.starts_with("policy is invalid: rules[0].name: rule name is empty; rules[0].network.denied_outbound_ips[0]"), "{e}");
         }
         other => panic!("expected Invalid, got {other:?}"),
     }

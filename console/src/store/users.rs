@@ -43,6 +43,35 @@ impl Store {
         Ok(generated.then_some(password))
     }
 
+    /// Sets `username`'s password (creating the account if needed) and ends its sessions, so
+    /// a reset also logs out whoever held the old password. Returns true when the account was
+    /// created.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+        // PBKDF2 is slow by design; this runs from the CLI, where blocking is fine.
+        let hash = hash_password(password);
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            .bind(&hash)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)")
+                .bind(username)
+                .bind(&hash)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM ui_sessions WHERE username = ?")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(updated == 0)
+    }
+
     /// Verifies a login and opens a session; returns the session cookie value.
     pub async fn login(
         &self,

@@ -1,4 +1,4 @@
-//! Monitor > Events > App-Embedded audits: every runtime audit the Defenders reported, newest
+//! Monitor › Audits: every runtime audit the Defenders reported, newest
 //! first, filterable by Defender, rule, effect and time, keyset-paginated by `(time, id)`; each
 //! links to the forensics timeline of its Defender around the event that violated the rule.
 //! The same as JSON: `GET /api/v1/audits`.
@@ -320,9 +320,8 @@ pub async fn page(
     let menus = Menus { defenders, rules };
     let body = html! {
         style nonce=(nonce.0) { (PreEscaped(forensics::CSS)) (PreEscaped(CSS)) }
-        p.muted { "Monitor › Events › App-Embedded audits" }
         div.page-head {
-            h1 { "App-Embedded audits" }
+            h1 { "Audits" }
             @if let Some((_, matching)) = &results {
                 span.muted #matching { (thousands(*matching)) " matching" }
             }
@@ -343,7 +342,7 @@ pub async fn page(
     } else {
         StatusCode::OK
     };
-    let page = layout::page(&nonce, &op, PAGE_PATH, "App-Embedded audits", body);
+    let page = layout::page(&nonce, &op, PAGE_PATH, "Audits", body);
     (status, Html(page.into_string())).into_response()
 }
 

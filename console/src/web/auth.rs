@@ -82,7 +82,10 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-async fn operator_from(store: &Store, headers: &HeaderMap) -> Result<Option<Operator>, StoreError> {
+pub(super) async fn operator_from(
+    store: &Store,
+    headers: &HeaderMap,
+) -> Result<Option<Operator>, StoreError> {
     let Some(cookie) = session_cookie(headers) else {
         return Ok(None);
     };

@@ -91,7 +91,7 @@ pub async fn policy_page(
     };
     let body = html! {
         style nonce=(nonce.0) { (CSS) }
-        h1 { "Compliance policy" }
+        h1 { "Compliance" }
         p.muted { "Checks appear here once a Defender has reported them. A disabled check is left out of Monitor › Compliance and the API; the severity replaces the check's default." }
         @if checks.is_empty() {
             div.empty { "No check reported yet." }
@@ -119,8 +119,7 @@ pub async fn policy_page(
             }
         }
     };
-    Html(layout::page(&nonce, &op, POLICY_PATH, "Compliance policy", body).into_string())
-        .into_response()
+    Html(layout::page(&nonce, &op, POLICY_PATH, "Compliance", body).into_string()).into_response()
 }
 
 /// `POST /defend/compliance` (CSRF-checked by the router): every listed check is saved; an

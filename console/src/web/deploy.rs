@@ -41,7 +41,7 @@ pub const API_BODY_LIMIT: usize = MAX_INPUT_BYTES + 64 * 1024;
 /// Longest [`WARNINGS_HEADER`] value; further warnings are summarised.
 const MAX_WARNINGS_HEADER: usize = 8 * 1024;
 /// Query parameters of the REST endpoint, for the message about an unknown one.
-const API_PARAMS: &str = "consoleaddr, defenderImage, mode, sidecarName, bundleSecret, installBundle, entrypoint, resolveImages, insecureRegistry";
+const API_PARAMS: &str = "console_addr, defender_image, mode, sidecar_name, bundle_secret, install_bundle, entrypoint, resolve_images, insecure_registry (or their camelCase spellings consoleaddr, defenderImage, …)";
 /// Request header of the REST endpoint carrying registry credentials for `resolveImages`, as
 /// base64 of `user:password` (for Amazon ECR: `AWS:` and `aws ecr get-login-password`).
 pub const REGISTRY_AUTH_HEADER: &str = "x-registry-auth";
@@ -168,18 +168,18 @@ fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
     let mut install_bundle = None;
     for (key, value) in pairs {
         let slot = match key.as_str() {
-            "consoleaddr" => &mut p.console_addr,
-            "defenderImage" => &mut p.defender_image,
+            "console_addr" | "consoleaddr" => &mut p.console_addr,
+            "defender_image" | "defenderImage" => &mut p.defender_image,
             "mode" => &mut p.mode,
-            "sidecarName" => &mut p.sidecar_name,
-            "bundleSecret" => &mut p.bundle_secret,
-            "installBundle" => &mut install_bundle,
-            "resolveImages" => &mut p.resolve_images,
+            "sidecar_name" | "sidecarName" => &mut p.sidecar_name,
+            "bundle_secret" | "bundleSecret" => &mut p.bundle_secret,
+            "install_bundle" | "installBundle" => &mut install_bundle,
+            "resolve_images" | "resolveImages" => &mut p.resolve_images,
             "entrypoint" => {
                 p.entrypoints.push(value);
                 continue;
             }
-            "insecureRegistry" => {
+            "insecure_registry" | "insecureRegistry" => {
                 p.insecure_registries.push(value);
                 continue;
             }
@@ -191,7 +191,7 @@ fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
         };
         if slot.replace(value).is_some() {
             return Err(format!(
-                "query parameter {key:?} is given twice (only entrypoint and insecureRegistry repeat)"
+                "query parameter {key:?} is given twice (only entrypoint and insecure_registry repeat)"
             ));
         }
     }
@@ -768,9 +768,9 @@ struct Page<'a> {
 impl Page<'_> {
     fn render(&self, form: &DeployForm, outcome: &Outcome, status: StatusCode) -> Response {
         let body = html! {
-            h1 { "Deploy Defenders to AWS Fargate" }
+            h1 { "Defenders" }
             p.muted {
-                "Paste a task definition and press " strong { "Generate protected task" } ": out comes a task "
+                "Deploy Defenders to AWS Fargate. Paste a task definition and press " strong { "Generate protected task" } ": out comes a task "
                 "definition that ECS registers as is, with a Defender sidecar added and every container "
                 "started under the Defender."
             }
@@ -783,7 +783,7 @@ impl Page<'_> {
                 script nonce=(self.nonce.0) { (PreEscaped(COPY_JS)) }
             }
         };
-        let page = layout::page(self.nonce, self.op, PAGE_PATH, "Deploy Defenders", body);
+        let page = layout::page(self.nonce, self.op, PAGE_PATH, "Defenders", body);
         (status, Html(page.into_string())).into_response()
     }
 }
@@ -1040,7 +1040,7 @@ fn next_steps(form: &DeployForm, state: &WebState, console_url: &str) -> Markup 
                 "aws ecs update-service --cluster CLUSTER --service SERVICE --task-definition FAMILY"
             }
             p.muted {
-                "The Defenders appear under Manage > Defenders once the new tasks run."
+                "The Defenders appear under Manage › Defenders once the new tasks run."
             }
             h2 { "From the command line or the API" }
             pre {

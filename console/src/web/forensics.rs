@@ -628,7 +628,7 @@ pub fn observations(o: &Observations, total_events: i64) -> Markup {
                         }
                     }
                     @if more(o.executables.len()) > 0 {
-                        p.hint { (more(o.executables.len())) " more; see the API." }
+                        p.hint { (more(o.executables.len())) " more in " code { "GET /api/v1/defenders/{id}/observations" } "." }
                     }
                 }
             }
@@ -655,7 +655,7 @@ pub fn observations(o: &Observations, total_events: i64) -> Markup {
                         }
                     }
                     @if more(o.listening.len()) > 0 {
-                        p.hint { (more(o.listening.len())) " more; see the API." }
+                        p.hint { (more(o.listening.len())) " more in " code { "GET /api/v1/defenders/{id}/observations" } "." }
                     }
                 }
             }
@@ -678,7 +678,7 @@ pub fn observations(o: &Observations, total_events: i64) -> Markup {
                         }
                     }
                     @if more(o.destinations.len()) > 0 {
-                        p.hint { (more(o.destinations.len())) " more; see the API." }
+                        p.hint { (more(o.destinations.len())) " more in " code { "GET /api/v1/defenders/{id}/observations" } "." }
                     }
                 }
             }

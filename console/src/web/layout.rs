@@ -16,6 +16,9 @@ pub struct NavItem {
 }
 
 /// The navigation, in product order (Manage, Monitor, Defend, Deploy). Only pages that exist.
+///
+/// One name per page everywhere: the page at `href` has `label` as its `<h1>`, its `<title>` is
+/// `section › label`, and the README calls it **section › label**.
 pub const NAV: &[NavItem] = &[
     NavItem {
         section: "Manage",
@@ -44,7 +47,7 @@ pub const NAV: &[NavItem] = &[
     },
     NavItem {
         section: "Defend",
-        label: "Runtime policy",
+        label: "Runtime",
         href: "/defend/runtime/app-embedded",
     },
     NavItem {
@@ -78,6 +81,8 @@ main { padding:20px 24px; max-width:1400px; }
 h1 { font-size:20px; margin:0 0 12px; }
 h2 { font-size:16px; margin:24px 0 8px; }
 .muted { color:var(--muted); }
+p.crumbs { color:var(--muted); margin:0 0 4px; font-size:12.5px; }
+p.crumbs a { color:inherit; }
 .page-head { display:flex; align-items:baseline; gap:16px; }
 table.grid { border-collapse:collapse; width:100%; background:#fff; border:1px solid var(--line); }
 table.grid th, table.grid td { text-align:left; padding:7px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
@@ -178,7 +183,23 @@ fn head(nonce: &CspNonce, title: &str, csrf_token: Option<&str>) -> Markup {
     }
 }
 
-/// A page of the logged-in UI: navigation with `active_href` highlighted, then `body`.
+/// The navigation entry at `href`, if any.
+pub fn nav_item(href: &str) -> Option<&'static NavItem> {
+    NAV.iter().find(|item| item.href == href)
+}
+
+/// The `<title>` of a page under the navigation entry `item`: `Section › Label` for the entry's
+/// own page, `Section › Label › title` for pages below it (a Defender, an image).
+pub fn full_title(item: Option<&NavItem>, title: &str) -> String {
+    match item {
+        Some(item) if item.label == title => format!("{} › {}", item.section, item.label),
+        Some(item) => format!("{} › {} › {title}", item.section, item.label),
+        None => title.to_owned(),
+    }
+}
+
+/// A page of the logged-in UI: navigation with `active_href` highlighted, a breadcrumb
+/// (`Section › Label`, linked) when `active_href` is a navigation entry, then `body`.
 pub fn page(
     nonce: &CspNonce,
     op: &Operator,
@@ -186,10 +207,11 @@ pub fn page(
     title: &str,
     body: Markup,
 ) -> Markup {
+    let item = nav_item(active_href);
     html! {
         (DOCTYPE)
         html lang="en" {
-            (head(nonce, title, Some(&op.csrf_token)))
+            (head(nonce, &full_title(item, title), Some(&op.csrf_token)))
             body {
                 header.top {
                     span.brand { "Defender Console" }
@@ -208,7 +230,12 @@ pub fn page(
                         }
                     }
                 }
-                main { (body) }
+                main {
+                    @if let Some(item) = item {
+                        p.crumbs { (item.section) " › " a href=(item.href) { (item.label) } }
+                    }
+                    (body)
+                }
                 script nonce=(nonce.0) { (PreEscaped(REFRESH_JS)) }
             }
         }

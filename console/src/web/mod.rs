@@ -24,6 +24,7 @@ mod forensics;
 mod layout;
 mod lifecycle_metrics;
 mod metrics;
+mod not_found;
 mod render;
 mod runtime;
 mod security;
@@ -36,7 +37,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -109,14 +110,6 @@ fn internal_error_page(error: &dyn std::fmt::Display) -> Response {
         ),
     )
         .into_response()
-}
-
-async fn not_found(uri: Uri) -> Response {
-    if uri.path().starts_with("/api/") {
-        api_error(StatusCode::NOT_FOUND, "not found")
-    } else {
-        (StatusCode::NOT_FOUND, "not found\n").into_response()
-    }
 }
 
 /// All routes of the Console's HTTP listener.
@@ -219,7 +212,7 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(ui)
         .merge(api)
-        .fallback(not_found)
+        .fallback(not_found::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(security::headers))
         .layer(from_fn(security::access_log))

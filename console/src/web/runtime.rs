@@ -1,4 +1,4 @@
-//! Defend > Runtime > App-Embedded policy: the page (`/defend/runtime/app-embedded`: the version
+//! Defend › Runtime: the page (`/defend/runtime/app-embedded`: the version
 //! in force, a summary of its rules, a JSON editor, the version history) and the REST resource
 //! `GET`/`PUT /api/v1/policies/runtime/app-embedded`.
 //!
@@ -177,7 +177,7 @@ async fn save(
 // ---------------------------------------------------------------------------------------------
 // REST
 
-/// The policy resource: `{"version": N|null, "savedAt": RFC 3339|null, "savedBy": …|null,
+/// The policy resource: `{"version": N|null, "saved_at": RFC 3339|null, "saved_by": …|null,
 /// "policy": {…}}` (the built-in default, version null, while none is saved).
 fn document(v: Option<&PolicyVersion>) -> serde_json::Value {
     match v {
@@ -186,15 +186,15 @@ fn document(v: Option<&PolicyVersion>) -> serde_json::Value {
                 .unwrap_or(serde_json::Value::Null);
             serde_json::json!({
                 "version": v.version,
-                "savedAt": rfc3339(v.saved_at),
-                "savedBy": v.saved_by,
+                "saved_at": rfc3339(v.saved_at),
+                "saved_by": v.saved_by,
                 "policy": policy,
             })
         }
         None => serde_json::json!({
             "version": null,
-            "savedAt": null,
-            "savedBy": null,
+            "saved_at": null,
+            "saved_by": null,
             "policy": RuntimePolicy::default_policy(),
         }),
     }
@@ -383,8 +383,7 @@ async fn render(
     };
     let body = html! {
         style nonce=(nonce.0) { (PreEscaped(CSS)) }
-        p.muted { "Defend › Runtime › App-Embedded policy" }
-        h1 { "App-Embedded runtime policy" }
+        h1 { "Runtime" }
         p.muted {
             "Rules the App-Embedded Defenders enforce on the processes and network activity of their "
             "tasks. The first rule whose collection matches a task applies. A saved version is pushed "
@@ -453,7 +452,7 @@ async fn render(
             }
         }
     };
-    let page = layout::page(nonce, op, PAGE_PATH, "App-Embedded policy", body);
+    let page = layout::page(nonce, op, PAGE_PATH, "Runtime", body);
     let mut res = (status, Html(page.into_string())).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -468,7 +467,7 @@ fn editor(op: &Operator, text: &str, refusal: Option<&Refusal>) -> Markup {
             input type="hidden" name=(CSRF_FIELD) value=(op.csrf_token);
             label for="policy" { "Policy (JSON)" }
             span.hint {
-                "Keys are camelCase; effects are " code { "disable" } ", " code { "alert" } " or "
+                "Keys are snake_case; effects are " code { "disable" } ", " code { "alert" } " or "
                 code { "prevent" } ". Only " code { "rules" } " and each rule's " code { "name" }
                 " are required. Up to 1 MiB; the REST API takes the same document at "
                 code { (API_PATH) } "."
@@ -637,7 +636,7 @@ mod tests {
     #[test]
     fn validation_lists_every_problem() {
         let r = check(
-            r#"{"rules": [{"name": ""}, {"name": "x", "network": {"deniedListeningPorts": [70000]}}]}"#,
+            r#"{"rules": [{"name": ""}, {"name": "x", "network": {"denied_listening_ports": [70000]}}]}"#,
         )
         .unwrap_err();
         assert!(r.problems.len() >= 2, "{:?}", r.problems);
@@ -646,7 +645,7 @@ mod tests {
 
     #[test]
     fn canonical_form_round_trips() {
-        let p = check(r#"{"rules":[{"name":"r","network":{"effect":"alert","deniedOutboundPorts":[25,"6660-6669"]}}]}"#)
+        let p = check(r#"{"rules":[{"name":"r","network":{"effect":"alert","denied_outbound_ports":[25,"6660-6669"]}}]}"#)
             .unwrap();
         let text = canonical(&p);
         assert_eq!(RuntimePolicy::parse(&text).unwrap(), p);

@@ -108,7 +108,7 @@ pub async fn images_page(
     let now = now_ms();
     let body = html! {
         style nonce=(nonce.0) { (CSS) }
-        div.page-head { h1 { "Vulnerabilities › Images" } }
+        div.page-head { h1 { "Vulnerabilities" } }
         p.muted {
             "Matched against " (thousands(status.records)) " OSV records"
             @if !status.newest_modified.is_empty() { " (newest modified " (display(&status.newest_modified)) ")" }

@@ -50,6 +50,11 @@ impl Web {
         }
     }
 
+    /// The Console's data directory (for the CLI commands that work on it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
