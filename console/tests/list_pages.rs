@@ -1,5 +1,6 @@
-//! Issue 13, item 1 ("pagination everywhere"): Manage > Defenders and its refresh fragment show
-//! at most 100 Defenders a page, whatever the fleet's size, against a real Console.
+//! Issue 13, item 1 ("pagination everywhere"): Manage › Defenders and its refresh fragment show
+//! at most 100 Defenders a page, whatever the fleet's size, against a real Console (keyset
+//! cursors since issue 14).
 
 mod web_support;
 
@@ -35,29 +36,39 @@ async fn defenders_list_is_paginated() {
         .unwrap();
     assert_eq!(rows(&first), 100, "first page holds 100 rows");
     assert!(first.contains("Defenders 1–100 of 130"), "pager text");
-    assert!(first.contains("href=\"/manage/defenders?page=2\""));
-    assert!(first.contains("data-refresh=\"/manage/defenders/rows?page=1\""));
+    assert!(
+        first.contains("data-refresh=\"/manage/defenders/rows?sort=last_seen&amp;order=desc\"")
+    );
+    // Issue 14: the next page is a keyset cursor, not an offset.
+    let next = first
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .expect("a Next link")
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(
+        next.contains("cursor=") && next.contains("start=101"),
+        "{next}"
+    );
     let second = web
-        .get_with_cookie("/manage/defenders?page=2", &cookie)
+        .get_with_cookie(&next, &cookie)
         .await
         .text()
         .await
         .unwrap();
     assert_eq!(rows(&second), 30);
     assert!(second.contains("Defenders 101–130 of 130"));
+    assert!(!second.contains("rel=\"next\""), "the last page");
     let fragment = web
-        .get_with_cookie("/manage/defenders/rows?page=2", &cookie)
+        .get_with_cookie(
+            &next.replace("/manage/defenders?", "/manage/defenders/rows?"),
+            &cookie,
+        )
         .await
         .text()
         .await
         .unwrap();
     assert_eq!(rows(&fragment), 30, "the refresh keeps the page");
-    // Past the end: the last page.
-    let past = web
-        .get_with_cookie("/manage/defenders?page=99", &cookie)
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(rows(&past), 30);
 }

@@ -447,5 +447,6 @@ async fn defenders_list_and_api_count_audits() {
         );
     }
     let html = page(&web, &cookie, "/manage/defenders").await;
-    assert!(html.contains(">Audits</th>"));
+    // A sortable heading since issue 14.
+    assert!(html.contains(">Audits</a></th>"));
 }

@@ -80,7 +80,7 @@ pub enum Standing {
 #[derive(Clone, Copy, Debug)]
 pub struct SessionRef(pub i64);
 
-const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.task_arn, d.family, d.revision, \
+pub(super) const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.task_arn, d.family, d.revision, \
      d.availability_zone, d.launch_type, d.containers_json, d.agent_version, d.mode, d.enrolled_at, \
      d.decommissioned_at, d.queue_depth, d.spool_bytes, d.dropped_events, d.rss_bytes, d.cpu_centipercent, \
      s.started_at AS session_started_at, s.last_heartbeat AS session_last_heartbeat, \

@@ -5,6 +5,7 @@ pub mod audits;
 pub mod capture;
 mod defenders;
 mod events;
+pub mod fleet;
 pub mod forensics;
 pub mod lifecycle;
 mod policy;

@@ -38,7 +38,7 @@ use super::forensics::{OBSERVATION_WINDOW, parse_kinds, parse_time};
 use super::render::{
     MAX_SUMMARY_CHARS, event_detail, event_summary, protocol, put_bytes, rfc3339, truncate,
 };
-use super::{WebState, api_error, visible_defenders};
+use super::{WebState, api_error};
 use crate::status::status_of;
 use crate::store::audits::AuditCounts;
 use crate::store::forensics::{EventPage, EventQuery, Observations};
@@ -52,6 +52,9 @@ const MAX_EVENTS: i64 = 1000;
 #[derive(Debug, Serialize)]
 pub struct DefenderJson {
     pub id: String,
+    /// The name the UI shows: `family/task-id` for an ECS task, else the family
+    /// (`FARGATE_TASK`) or hostname and the first 8 characters of the id.
+    pub name: String,
     pub hostname: String,
     pub cluster: String,
     pub task_arn: String,
@@ -116,6 +119,7 @@ impl DefenderJson {
             .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
         Self {
             id: d.id.clone(),
+            name: crate::store::fleet::fleet_name(d),
             hostname: d.hostname.clone(),
             cluster: d.cluster.clone(),
             task_arn: d.task_arn.clone(),
@@ -170,94 +174,6 @@ fn bad_query(rejection: &QueryRejection) -> Response {
         StatusCode::BAD_REQUEST,
         &format!("invalid query: {}", rejection.body_text()),
     )
-}
-
-/// Query of `GET /api/v1/defenders`.
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    connected: Option<String>,
-    limit: Option<String>,
-    offset: Option<String>,
-}
-
-/// Default and largest `limit` of `GET /api/v1/defenders`.
-pub const MAX_DEFENDERS: usize = 1000;
-
-/// `GET /api/v1/defenders[?connected=true|false][&limit=1..=1000][&offset=N]`: the Defenders of
-/// Manage > Defenders, newest stream first, at most `limit` (default 1000) from `offset`. The
-/// answer is the array; `X-Total-Count` gives how many match, and `Link: <…>; rel="next"` the
-/// next page when there is one.
-pub async fn list_defenders(
-    State(state): State<WebState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return bad_query(&rejection),
-    };
-    let connected = match query.connected.as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "connected must be \"true\" or \"false\"",
-            );
-        }
-    };
-    let (defenders, now) = match visible_defenders(&state).await {
-        Ok(v) => v,
-        Err(e) => return internal(&e),
-    };
-    let audits = match state.store.audit_counts().await {
-        Ok(c) => c,
-        Err(e) => return internal(&e),
-    };
-    let number = |v: Option<&str>, what: &str, range: std::ops::RangeInclusive<usize>| {
-        v.map_or(Ok(None), |v| {
-            v.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| range.contains(n))
-                .map(Some)
-                .ok_or_else(|| format!("{what} must be an integer in {range:?}"))
-        })
-    };
-    let (limit, offset) = match (
-        number(query.limit.as_deref(), "limit", 1..=MAX_DEFENDERS),
-        number(query.offset.as_deref(), "offset", 0..=usize::MAX),
-    ) {
-        (Ok(l), Ok(o)) => (l.unwrap_or(MAX_DEFENDERS), o.unwrap_or(0)),
-        (Err(e), _) | (_, Err(e)) => return api_error(StatusCode::BAD_REQUEST, &e),
-    };
-    let matching: Vec<&DefenderRecord> = defenders
-        .iter()
-        .filter(|d| connected.is_none_or(|want| status_of(d, now).connected == want))
-        .collect();
-    let total = matching.len();
-    let list: Vec<DefenderJson> = matching
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|d| {
-            DefenderJson::new(d, now).with_audits(audits.get(&d.id).copied().unwrap_or_default())
-        })
-        .collect();
-    let mut res = Json(list).into_response();
-    let headers = res.headers_mut();
-    headers.insert("x-total-count", total.into());
-    if offset.saturating_add(limit) < total {
-        let mut next = format!("</api/v1/defenders?limit={limit}&offset={}", offset + limit);
-        if let Some(c) = connected {
-            next.push_str(&format!("&connected={c}"));
-        }
-        next.push_str(">; rel=\"next\"");
-        if let Ok(v) = axum::http::HeaderValue::from_str(&next) {
-            headers.insert(axum::http::header::LINK, v);
-        }
-    }
-    res
 }
 
 /// `GET /api/v1/defenders/{id}`: one Defender, whatever its age (404 when unknown).

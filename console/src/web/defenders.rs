@@ -1,4 +1,5 @@
-//! Manage > Defenders: the live list, its refresh fragment, and the per-Defender page.
+//! Manage › Defenders: the live list (searched, filtered, sorted and paged by [`super::fleet`]),
+//! its refresh fragment, and the per-Defender page.
 
 use axum::Extension;
 use axum::extract::{Path, Query, RawQuery, State};
@@ -9,6 +10,7 @@ use serde::Deserialize;
 
 use super::audits::{CountMap, counts_cell};
 use super::auth::Operator;
+use super::fleet::{Fleet, FleetParams};
 use super::forensics::{self, OBSERVATION_WINDOW, PAGE_SIZE, TimelineParams};
 use super::layout;
 use super::render::{
@@ -16,8 +18,9 @@ use super::render::{
     rfc3339_secs, task_definition, thousands,
 };
 use super::security::CspNonce;
-use super::{WebState, internal_error_page, visible_defenders};
+use super::{WebState, internal_error_page};
 use crate::status::{Status, human_duration, status_of};
+use crate::store::fleet::FleetSort;
 use crate::store::forensics::EventPage;
 use crate::store::{DefenderRecord, now_ms};
 
@@ -32,52 +35,6 @@ const COLUMNS: usize = 9;
 /// Rows of one page of the list: the page and its 5-second refresh stay small whatever the
 /// fleet's size.
 pub const PAGE_ROWS: usize = 100;
-
-/// `?page=N` (1-based) of the list and of its refresh fragment; anything else is page 1.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListPageQuery {
-    page: Option<String>,
-}
-
-impl ListPageQuery {
-    fn page(&self) -> usize {
-        self.page
-            .as_deref()
-            .and_then(|p| p.trim().parse::<usize>().ok())
-            .filter(|p| *p >= 1)
-            .unwrap_or(1)
-    }
-}
-
-/// Rows of page `page` (1-based) and the page actually shown (the last one when past the end).
-fn page_of(defenders: &[DefenderRecord], page: usize) -> (&[DefenderRecord], usize) {
-    let pages = defenders.len().div_ceil(PAGE_ROWS).max(1);
-    let page = page.min(pages);
-    let start = (page - 1) * PAGE_ROWS;
-    let end = (start + PAGE_ROWS).min(defenders.len());
-    (&defenders[start..end], page)
-}
-
-/// "Defenders 101–200 of 2,345 · ‹ Previous · Next ›" under the list, when there is more than
-/// one page.
-fn list_pager(total: usize, page: usize) -> Markup {
-    let pages = total.div_ceil(PAGE_ROWS).max(1);
-    let first = (page - 1) * PAGE_ROWS + 1;
-    let last = (page * PAGE_ROWS).min(total);
-    html! {
-        @if pages > 1 {
-            p.pager.muted {
-                "Defenders " (thousands(first as i64)) "–" (thousands(last as i64)) " of " (thousands(total as i64))
-                @if page > 1 {
-                    " · " a rel="prev" href=(format!("{LIST_PATH}?page={}", page - 1)) { "‹ Previous" }
-                }
-                @if page < pages {
-                    " · " a rel="next" href=(format!("{LIST_PATH}?page={}", page + 1)) { "Next ›" }
-                }
-            }
-        }
-    }
-}
 
 fn detail_href(id: &str) -> String {
     format!("{LIST_PATH}/{}", path_segment(id))
@@ -162,19 +119,25 @@ fn empty_state(retention_ms: i64) -> Markup {
     }
 }
 
-/// The list's `<tbody>` for page `page`, the same markup for the page and for its refresh
-/// fragment.
+/// The list's `<tbody>`, the same markup for the page and for its refresh fragment, which
+/// re-reads this page only (same filters, sort and cursor).
 fn rows_tbody(
+    fleet: &Fleet,
     defenders: &[DefenderRecord],
-    page: usize,
     now: i64,
     retention_ms: i64,
     audits: &CountMap,
 ) -> Markup {
     html! {
-        tbody #defender-rows data-refresh=(format!("{ROWS_PATH}?page={page}")) data-interval="5000" {
+        tbody #defender-rows data-refresh=(fleet.same_page(ROWS_PATH)) data-interval="5000" {
             @if defenders.is_empty() {
-                tr { td colspan=(COLUMNS) { (empty_state(retention_ms)) } }
+                tr { td colspan=(COLUMNS) {
+                    @if fleet.filtered() {
+                        div.empty { "No Defender matches. " a href=(LIST_PATH) { "Show all" } }
+                    } @else {
+                        (empty_state(retention_ms))
+                    }
+                } }
             }
             @for d in defenders {
                 (row(d, now, audits))
@@ -183,61 +146,245 @@ fn rows_tbody(
     }
 }
 
-/// `GET /manage/defenders[?page=N]`: [`PAGE_ROWS`] Defenders a page.
+/// A column heading that sorts by its column (a second click reverses the order).
+fn sort_th(fleet: &Fleet, key: FleetSort, label: &str, title: Option<&str>) -> Markup {
+    let q = &fleet.query;
+    let current = q.sort == key;
+    let descending = if current {
+        !q.descending
+    } else {
+        key.default_descending()
+    };
+    let arrow = match (current, q.descending) {
+        (false, _) => "",
+        (true, true) => " ↓",
+        (true, false) => " ↑",
+    };
+    let sort = if current {
+        Some(if q.descending {
+            "descending"
+        } else {
+            "ascending"
+        })
+    } else {
+        None
+    };
+    html! {
+        th aria-sort=[sort] title=[title] {
+            a.sort href=(fleet.href(LIST_PATH, key, descending, None, 1)) { (label) (arrow) }
+        }
+    }
+}
+
+/// A `<select>` of a filter: "any" and the known values (the current one kept even if gone).
+fn filter_select(name: &str, label: &str, current: Option<&str>, values: &[String]) -> Markup {
+    html! {
+        label.filter {
+            span { (label) }
+            select name=(name) {
+                option value="" { "any" }
+                @if let Some(c) = current {
+                    @if !values.iter().any(|v| v == c) {
+                        option value=(c) selected { (display(c)) }
+                    }
+                }
+                @for v in values {
+                    option value=(v) selected[current == Some(v.as_str())] { (display(v)) }
+                }
+            }
+        }
+    }
+}
+
+/// Style of the list's search bar and headings (constant; under the page's CSP nonce).
+const FLEET_CSS: &str = "
+form.fleet { display:flex; flex-wrap:wrap; gap:10px 14px; align-items:end; margin:0 0 12px; }
+form.fleet input[type=search] { padding:6px 8px; border:1px solid #d0d5dd; border-radius:6px; font:inherit; min-width:280px; }
+form.fleet label.filter { display:grid; gap:2px; font-size:12.5px; color:var(--muted); }
+form.fleet select { padding:5px 6px; border:1px solid #d0d5dd; border-radius:6px; font:inherit; }
+form.fleet button { padding:6px 14px; border:0; border-radius:6px; background:var(--accent); color:#fff; font:inherit; cursor:pointer; }
+th a.sort { color:inherit; text-decoration:none; }
+th a.sort:hover { text-decoration:underline; }
+.counts { font-variant-numeric:tabular-nums; }
+.counts .on { color:var(--ok); } .counts .off { color:var(--off); }
+";
+
+/// `GET /manage/defenders[?q=…&status=…&mode=…&version=…&cluster=…&sort=…&order=…&cursor=…]`:
+/// [`PAGE_ROWS`] Defenders a page, searched, filtered and sorted by SQLite ([`super::fleet`]).
 pub async fn list_page(
     State(state): State<WebState>,
     Extension(op): Extension<Operator>,
     Extension(nonce): Extension<CspNonce>,
-    query: Result<Query<ListPageQuery>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<FleetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let requested = query.map_or(1, |Query(q)| q.page());
-    let (defenders, now) = match visible_defenders(&state).await {
+    let params = params.map(|Query(p)| p).unwrap_or_default();
+    let (fleet, problem) = match params.check(PAGE_ROWS, PAGE_ROWS) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            FleetParams::default()
+                .check(PAGE_ROWS, PAGE_ROWS)
+                .expect("defaults are valid"),
+            Some(e),
+        ),
+    };
+    let (page, now) = match fleet.read(&state).await {
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
     };
-    let audits = match state.store.audit_counts().await {
+    let audits = match page_audits(&state, &page.defenders).await {
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
-    let (rows, page) = page_of(&defenders, requested);
+    let facets = match state
+        .store
+        .fleet_facets(now.saturating_sub(state.retention_ms()))
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return internal_error_page(&e),
+    };
+    let q = &fleet.query;
+    let shown = page.defenders.len();
+    let first = fleet.start;
+    let csv_href = fleet
+        .href("/api/v1/defenders", q.sort, q.descending, None, 1)
+        .replacen("/api/v1/defenders", "/api/v1/defenders?format=csv", 1)
+        .replacen("csv?", "csv&", 1);
+    let status_value = q
+        .connected
+        .map(|c| if c { "connected" } else { "disconnected" });
     let body = html! {
-        style nonce=(nonce.0) { (maud::PreEscaped(LIST_CSS)) }
+        style nonce=(nonce.0) { (maud::PreEscaped(LIST_CSS)) (maud::PreEscaped(FLEET_CSS)) }
         div.page-head {
             h1 { "Defenders" }
+            span.counts #fleet-counts {
+                span.on { (thousands(page.connected)) " connected" }
+                " · "
+                span.off { (thousands(page.disconnected)) " disconnected" }
+            }
             span.muted data-refresh-status { "Refreshes every 5 s" }
+            a href=(csv_href) download="defenders.csv" { "Export CSV" }
             a href=(super::decommission::PATH) { "Decommission…" }
+        }
+        @if let Some(problem) = &problem {
+            p.error role="alert" { "Ignored an invalid query: " (problem) }
+        }
+        form.fleet method="get" action=(LIST_PATH) role="search" {
+            label.filter {
+                span { "Search" }
+                input type="search" name="q" value=(q.search) maxlength="256"
+                    placeholder="name, task, family, cluster or id";
+            }
+            label.filter {
+                span { "Status" }
+                select name="status" {
+                    option value="" { "any" }
+                    option value="connected" selected[status_value == Some("connected")] { "connected" }
+                    option value="disconnected" selected[status_value == Some("disconnected")] { "disconnected" }
+                }
+            }
+            (filter_select("mode", "Mode", q.mode.as_deref(), &facets.modes))
+            (filter_select("version", "Version", q.version.as_deref(), &facets.versions))
+            (filter_select("cluster", "Cluster", q.cluster.as_deref(), &facets.clusters))
+            @if q.sort != FleetSort::default() || q.descending != q.sort.default_descending() {
+                input type="hidden" name="sort" value=(q.sort.as_str());
+                input type="hidden" name="order" value=(if q.descending { "desc" } else { "asc" });
+            }
+            button type="submit" { "Apply" }
+            @if fleet.filtered() {
+                a href=(LIST_PATH) { "Clear" }
+            }
         }
         table.grid {
             thead {
                 tr {
-                    th { "Defender" } th { "Task definition" } th { "Cluster" } th { "Version" }
-                    th { "Mode · capture" } th { "Last seen" } th { "Status" } th { "Dropped events" }
-                    th title="Runtime audits (and how many the Defender prevented)" { "Audits" }
+                    (sort_th(&fleet, FleetSort::Name, "Defender", None))
+                    (sort_th(&fleet, FleetSort::Task, "Task definition", None))
+                    (sort_th(&fleet, FleetSort::Cluster, "Cluster", None))
+                    (sort_th(&fleet, FleetSort::Version, "Version", None))
+                    (sort_th(&fleet, FleetSort::Mode, "Mode · capture", None))
+                    (sort_th(&fleet, FleetSort::LastSeen, "Last seen", None))
+                    (sort_th(&fleet, FleetSort::Status, "Status", None))
+                    (sort_th(&fleet, FleetSort::Dropped, "Dropped events", None))
+                    (sort_th(&fleet, FleetSort::Audits, "Audits", Some("Runtime audits (and how many the Defender prevented)")))
                 }
             }
-            (rows_tbody(rows, page, now, state.retention_ms(), &audits))
+            (rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits))
         }
-        (list_pager(defenders.len(), page))
+        p.pager.muted {
+            @if shown > 0 {
+                "Defenders " (thousands(first as i64)) "–" (thousands((first + shown - 1) as i64))
+                " of " (thousands(page.matching))
+            } @else {
+                "No Defenders shown of " (thousands(page.matching))
+            }
+            @if q.after.is_some() {
+                " · " a rel="first" href=(fleet.href(LIST_PATH, q.sort, q.descending, None, 1)) { "« First page" }
+            }
+            @if let Some(next) = &page.next {
+                " · " a rel="next" href=(fleet.href(LIST_PATH, q.sort, q.descending, Some(next), first + shown)) { "Next ›" }
+            }
+        }
     };
     Html(layout::page(&nonce, &op, LIST_PATH, "Defenders", body).into_string()).into_response()
 }
 
-/// `GET /manage/defenders/rows[?page=N]`: the list's `<tbody>`, for the page's refresh script.
+/// Audit counts of the Defenders of one page.
+async fn page_audits(
+    state: &WebState,
+    defenders: &[DefenderRecord],
+) -> Result<CountMap, crate::store::StoreError> {
+    if defenders.is_empty() {
+        return Ok(CountMap::default());
+    }
+    state
+        .store
+        .audit_counts_for(defenders.iter().map(|d| d.id.as_str()))
+        .await
+}
+
+/// `GET /manage/defenders/rows[?…the list's parameters]`: the list's `<tbody>` for the same
+/// page, for the page's refresh script (one page of rows, never the whole fleet).
 pub async fn rows(
     State(state): State<WebState>,
-    query: Result<Query<ListPageQuery>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<FleetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let requested = query.map_or(1, |Query(q)| q.page());
-    let audits = match state.store.audit_counts().await {
+    let params = params.map(|Query(p)| p).unwrap_or_default();
+    let Ok(fleet) = params.check(PAGE_ROWS, PAGE_ROWS) else {
+        return (StatusCode::BAD_REQUEST, "invalid query").into_response();
+    };
+    let (page, now) = match fleet.read(&state).await {
+        Ok(v) => v,
+        Err(e) => return internal_error_page(&e),
+    };
+    let audits = match page_audits(&state, &page.defenders).await {
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
-    match visible_defenders(&state).await {
-        Ok((defenders, now)) => {
-            let (rows, page) = page_of(&defenders, requested);
-            Html(rows_tbody(rows, page, now, state.retention_ms(), &audits).into_string())
+    Html(rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits).into_string())
+        .into_response()
+}
+
+/// The Defender page's status badge (and drop warning) as a `<span>` that refreshes itself
+/// every 5 s from [`status_fragment`].
+fn status_fragment_markup(d: &DefenderRecord, now: i64, base: &str) -> Markup {
+    let s = status_of(d, now);
+    html! {
+        span.live-status data-refresh=(format!("{base}/status")) data-interval="5000" {
+            (status_badge(&s)) (dropped_badge(d))
+        }
+    }
+}
+
+/// `GET /manage/defenders/{id}/status`: the Defender page's status `<span>`, for its refresh
+/// script (404 when the Defender is gone).
+pub async fn status_fragment(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    match state.store.get_defender(&id).await {
+        Ok(Some(d)) => {
+            Html(status_fragment_markup(&d, now_ms(), &detail_href(&d.id)).into_string())
                 .into_response()
         }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such Defender").into_response(),
         Err(e) => internal_error_page(&e),
     }
 }
@@ -315,15 +462,13 @@ pub async fn detail_page(
     let base = detail_href(&d.id);
     let body = html! {
         (forensics::style(&nonce.0))
-        p.muted { a href=(LIST_PATH) { "Defenders" } " › " (name) }
         div.page-head {
             h1 { (name) }
-            (status_badge(&s))
-            (dropped_badge(&d))
+            (status_fragment_markup(&d, now, &base))
             (super::decommission::button(&op, &d))
         }
         dl.meta {
-            dt { "Status" } dd { (s.text) }
+            dt { "Status" } dd { (status_fragment_markup(&d, now, &base)) }
             dt { "Defender ID" } dd { (display(&d.id)) }
             dt { "Hostname" } dd { (display(&d.hostname)) }
             dt { "Task ARN" } dd { (display(&d.task_arn)) }

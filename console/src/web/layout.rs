@@ -82,6 +82,8 @@ h1 { font-size:20px; margin:0 0 12px; }
 h2 { font-size:16px; margin:24px 0 8px; }
 .muted { color:var(--muted); }
 p.crumbs { color:var(--muted); margin:0 0 4px; font-size:12.5px; }
+#stale-banner { background:#fef3f2; border:1px solid #fecdca; color:var(--err); border-radius:6px; padding:8px 14px; font-weight:600; }
+.stale { opacity:.55; }
 p.crumbs a { color:inherit; }
 .page-head { display:flex; align-items:baseline; gap:16px; }
 table.grid { border-collapse:collapse; width:100%; background:#fff; border:1px solid var(--line); }
@@ -131,12 +133,29 @@ form.inline { display:inline; margin:0; }
 /// Constant script (no data in it): every element with `data-refresh="URL"` has its children
 /// replaced every `data-interval` ms (default 5000) by those of the element the URL returns
 /// (server-rendered, escaped HTML). An element with `data-refresh-status` shows the outcome.
-/// A lost session sends the browser to the login page.
+/// A lost session sends the browser to the login page. While the Console cannot be reached,
+/// the `#stale-banner` says since when, and refreshed elements are greyed (`.stale`), so that
+/// a list never keeps claiming "Connected" on old data.
 const REFRESH_JS: &str = r#"
 (function () {
   "use strict";
   var status = document.querySelector("[data-refresh-status]");
+  var banner = document.getElementById("stale-banner");
+  var failingSince = null;
   function say(text) { if (status) { status.textContent = text; } }
+  function stale(el, failed) {
+    el.classList.toggle("stale", failed);
+    if (!banner) { return; }
+    if (failed) {
+      if (failingSince === null) { failingSince = new Date(); }
+      banner.textContent = "The Console cannot be reached since " + failingSince.toLocaleTimeString() +
+        ": what this page shows may be out of date (statuses included). Retrying every few seconds.";
+      banner.hidden = false;
+    } else {
+      failingSince = null;
+      banner.hidden = true;
+    }
+  }
   function watch(el) {
     var url = el.getAttribute("data-refresh");
     var every = parseInt(el.getAttribute("data-interval") || "5000", 10);
@@ -156,10 +175,11 @@ const REFRESH_JS: &str = r#"
           var fresh = t.content.firstElementChild;
           if (!fresh || fresh.tagName !== el.tagName) { throw new Error("unexpected fragment"); }
           el.replaceChildren.apply(el, Array.prototype.slice.call(fresh.childNodes));
+          stale(el, false);
           say("Updated " + new Date().toLocaleTimeString());
           again();
         })
-        .catch(function (e) { say("Refresh failed (" + e.message + "), retrying"); again(); });
+        .catch(function (e) { stale(el, true); say("Refresh failed (" + e.message + "), retrying"); again(); });
     }
     again();
   }
@@ -231,6 +251,7 @@ pub fn page(
                     }
                 }
                 main {
+                    p #stale-banner role="alert" hidden {}
                     @if let Some(item) = item {
                         p.crumbs { (item.section) " › " a href=(item.href) { (item.label) } }
                     }

@@ -20,6 +20,7 @@ mod compliance;
 mod decommission;
 mod defenders;
 mod deploy;
+mod fleet;
 mod forensics;
 mod layout;
 mod lifecycle_metrics;
@@ -122,6 +123,10 @@ pub fn router(state: WebState) -> Router {
             get(decommission::select_page).post(decommission::submit),
         )
         .route("/manage/defenders/{id}", get(defenders::detail_page))
+        .route(
+            "/manage/defenders/{id}/status",
+            get(defenders::status_fragment),
+        )
         .route(tokens::PAGE_PATH, get(tokens::list_page))
         .route("/manage/tokens/api", post(tokens::create_page))
         .route("/manage/tokens/revoke", post(tokens::revoke_page))
@@ -148,7 +153,7 @@ pub fn router(state: WebState) -> Router {
         .route("/logout", post(auth::logout))
         .route_layer(from_fn_with_state(state.clone(), auth::require_operator));
     let api = Router::new()
-        .route("/api/v1/defenders", get(api::list_defenders))
+        .route("/api/v1/defenders", get(fleet::api_list))
         .route("/api/v1/defenders/{id}", get(api::get_defender))
         .route(
             "/api/v1/defenders/{id}/decommission",

@@ -71,15 +71,9 @@ pub fn arn_tail(arn: &str) -> &str {
     arn.rsplit(['/', ':']).next().unwrap_or(arn)
 }
 
-/// How a Defender is named in lists: hostname, else its task id, else its Defender id.
+/// How a Defender is named in lists: see [`crate::store::fleet::fleet_name`]; escaped for display.
 pub fn defender_name(d: &DefenderRecord) -> String {
-    if !d.hostname.is_empty() {
-        display(&d.hostname)
-    } else if !d.task_arn.is_empty() {
-        display(arn_tail(&d.task_arn))
-    } else {
-        display(&d.id)
-    }
+    display(&crate::store::fleet::fleet_name(d))
 }
 
 /// `family:revision` of the Defender's task definition, or what of it is known.
