@@ -69,13 +69,19 @@ fn capture_badge(d: &DefenderRecord) -> Markup {
 }
 
 /// Style of the list's drop warning (constant; under the page's CSP nonce).
-const LIST_CSS: &str = ".dropped { color:var(--err); font-weight:600; white-space:nowrap; }";
+const LIST_CSS: &str = ".dropped { color:var(--err); font-weight:600; white-space:nowrap; } \
+    span.host { font-size:12px; }";
 
 fn row(d: &DefenderRecord, now: i64, audits: &CountMap) -> Markup {
     let s = status_of(d, now);
     html! {
         tr {
-            td { a href=(detail_href(&d.id)) { (defender_name(d)) } }
+            td {
+                a href=(detail_href(&d.id)) { (defender_name(d)) }
+                @if !d.hostname.is_empty() && !defender_name(d).starts_with(&display(&d.hostname)) {
+                    br; span.muted.host { (display(&d.hostname)) }
+                }
+            }
             td { (task_definition(d)) }
             td title=(display(&d.cluster)) { (display(arn_tail(&d.cluster))) }
             td { (display(&d.agent_version)) }
