@@ -43,7 +43,11 @@ async fn enroll(web: &Web, enrollment_token: i64, i: usize) {
         revision: format!("{}", i % 4 + 1),
         ..Default::default()
     };
-    let mode = if i.is_multiple_of(2) { "embedded" } else { "sidecar" };
+    let mode = if i.is_multiple_of(2) {
+        "embedded"
+    } else {
+        "sidecar"
+    };
     let version = format!("1.0.{}", i % 2);
     store
         .insert_defender(&NewDefender {

@@ -204,13 +204,16 @@ impl Store {
         Ok(rows.into_iter().map(EventRow::into_stored).collect())
     }
 
-    /// Number of events stored for a Defender.
+    /// Number of events stored for a Defender, from the counts the triggers of migration 0011
+    /// keep (no scan of its events).
     pub async fn count_events(&self, defender_id: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE defender_id = ?")
-                .bind(defender_id)
-                .fetch_one(&self.pool)
-                .await?,
+            sqlx::query_scalar(
+                "SELECT COALESCE(SUM(n), 0) FROM event_counts WHERE defender_id = ?",
+            )
+            .bind(defender_id)
+            .fetch_one(&self.pool)
+            .await?,
         )
     }
 }

@@ -194,11 +194,28 @@ impl Store {
     }
 
     /// Number of a Defender's events matching `q`'s filters (its cursors and limit ignored).
+    /// Filters by kind only are answered from the maintained counts (`event_counts`); a time
+    /// filter counts the events in its range.
     pub async fn count_matching_events(
         &self,
         defender_id: &str,
         q: &EventQuery,
     ) -> Result<i64, StoreError> {
+        if q.since_ms.is_none() && q.until_ms.is_none() {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT COALESCE(SUM(n), 0) FROM event_counts WHERE defender_id = ",
+            );
+            qb.push_bind(defender_id.to_owned());
+            if !q.kinds.is_empty() {
+                qb.push(" AND kind IN (");
+                let mut list = qb.separated(", ");
+                for k in &q.kinds {
+                    list.push_bind(*k);
+                }
+                qb.push(")");
+            }
+            return Ok(qb.build_query_scalar().fetch_one(&self.pool).await?);
+        }
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events ");
         push_filter(&mut qb, defender_id, q);
         Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)

@@ -365,6 +365,11 @@ impl Store {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
+            // Its events are gone (the triggers counted them down to 0): drop the counters.
+            sqlx::query("DELETE FROM event_counts WHERE defender_id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
             purged.defenders += sqlx::query("DELETE FROM defenders WHERE id = ?")
                 .bind(&id)
                 .execute(&mut *tx)
