@@ -14,7 +14,7 @@ use defender_proto::v1::{Hello, Mode, TaskMetadata};
 use tokio::net::TcpListener;
 
 /// Requests per measured case.
-const SAMPLES: usize = 200;
+const SAMPLES: usize = 100;
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();

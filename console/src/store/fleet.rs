@@ -302,6 +302,29 @@ impl Bound {
 }
 
 impl Store {
+    /// The Defenders `ids`, in that order (ids not found are left out).
+    async fn defenders_by_ids(&self, ids: &[String]) -> Result<Vec<DefenderRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(",");
+        let sql = format!(
+            "{} WHERE d.id IN ({marks})",
+            super::defenders::SELECT_DEFENDER
+        );
+        let mut query = sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id);
+        }
+        let mut found: std::collections::HashMap<String, DefenderRecord> = query
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
     /// One page of the Defenders seen since `seen_since_ms` (not decommissioned) matching `q`,
     /// sorted by `q.sort` then id, with the counts, status judged at `now_ms`.
     pub async fn fleet_page(
@@ -320,7 +343,10 @@ impl Store {
             (">", "ASC")
         };
         let mut b = Bound::new(
-            format!("SELECT * FROM ({}) f WHERE 1", inner_sql()),
+            // Only the id and the sort key go through the sort: SQLite then computes, for
+            // every Defender, just what the filters and the key need; the page's full rows
+            // are read afterwards by id.
+            format!("SELECT f.id, f.{column} FROM ({}) f WHERE 1", inner_sql()),
             now_ms,
             seen_since_ms,
         );
@@ -343,13 +369,13 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         let more = rows.len() > q.limit;
-        let mut defenders = Vec::with_capacity(rows.len().min(q.limit));
+        let mut ids = Vec::with_capacity(rows.len().min(q.limit));
         let mut next = None;
         for (i, row) in rows.iter().enumerate() {
             if i == q.limit {
                 break;
             }
-            let d = <DefenderRecord as sqlx::FromRow<_>>::from_row(row)?;
+            let id: String = row.try_get("id")?;
             if more && i + 1 == q.limit {
                 let key = if numeric {
                     CursorKey::Int(row.try_get(column)?)
@@ -358,11 +384,12 @@ impl Store {
                 };
                 next = Some(FleetCursor {
                     key,
-                    id: d.id.clone(),
+                    id: id.clone(),
                 });
             }
-            defenders.push(d);
+            ids.push(id);
         }
+        let defenders = self.defenders_by_ids(&ids).await?;
 
         let mut b = Bound::new(
             format!(
@@ -392,22 +419,22 @@ impl Store {
         })
     }
 
-    /// Distinct modes, versions and clusters of the Defenders seen since `seen_since_ms`, for
-    /// the filter menus (at most 200 of each).
-    pub async fn fleet_facets(&self, seen_since_ms: i64) -> Result<FleetFacets, StoreError> {
+    /// Distinct modes, versions and clusters of the Defenders not decommissioned, for the
+    /// filter menus (at most 200 of each).
+    pub async fn fleet_facets(&self) -> Result<FleetFacets, StoreError> {
         let mut facets = FleetFacets::default();
         for (column, out) in [
             ("d.mode", &mut facets.modes),
             ("d.agent_version", &mut facets.versions),
             ("d.cluster", &mut facets.clusters),
         ] {
+            // Every Defender not decommissioned (also those past the list's retention, which
+            // are few and soon purged): one pass over the table, no session lookups.
             let sql = format!(
                 "SELECT DISTINCT {column} FROM defenders d WHERE d.decommissioned_at IS NULL \
-                 AND d.id IN (SELECT f.id FROM ({}) f) AND {column} <> '' ORDER BY 1 LIMIT 200",
-                inner_sql()
+                 AND {column} <> '' ORDER BY 1 LIMIT 200"
             );
-            let b = Bound::new(sql, 0, seen_since_ms);
-            *out = sqlx::query_scalar_with(sqlx::AssertSqlSafe(b.sql), b.args)
+            *out = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&self.pool)
                 .await?;
         }

@@ -241,11 +241,7 @@ pub async fn list_page(
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
-    let facets = match state
-        .store
-        .fleet_facets(now.saturating_sub(state.retention_ms()))
-        .await
-    {
+    let facets = match state.store.fleet_facets().await {
         Ok(f) => f,
         Err(e) => return internal_error_page(&e),
     };
