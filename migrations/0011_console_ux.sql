@@ -20,3 +20,13 @@ END;
 CREATE TRIGGER events_uncounted AFTER DELETE ON events BEGIN
     UPDATE event_counts SET n = n - 1 WHERE defender_id = OLD.defender_id AND kind = OLD.kind;
 END;
+
+-- Manage › Defenders sorts by name (store/fleet.rs): the name as the list shows it, lowercased,
+-- as an indexed virtual column, so that sorting by name reads the index instead of computing
+-- the name of every Defender on each request.
+ALTER TABLE defenders ADD COLUMN name_key TEXT GENERATED ALWAYS AS (lower(CASE
+    WHEN task_arn <> '' THEN
+        (CASE WHEN family <> '' THEN family || '/' ELSE '' END)
+        || replace(task_arn, rtrim(task_arn, replace(task_arn, '/', '')), '')
+    ELSE COALESCE(NULLIF(family, ''), NULLIF(hostname, ''), '') || ' ' || id END)) VIRTUAL;
+CREATE INDEX defenders_by_name_key ON defenders(name_key, id);

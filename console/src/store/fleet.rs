@@ -207,10 +207,7 @@ fn inner_sql() -> &'static str {
                AND s.ended_at IS NULL AND s.heartbeat_interval_ms IS NOT NULL \
                AND MAX(?1 - s.last_heartbeat, 0) < {MISSED_HEARTBEATS} * s.heartbeat_interval_ms \
                THEN 1 ELSE 0 END AS k_connected, \
-             lower(CASE WHEN d.task_arn <> '' THEN \
-                 (CASE WHEN d.family <> '' THEN d.family || '/' ELSE '' END) || \
-                 replace(d.task_arn, rtrim(d.task_arn, replace(d.task_arn, '/', '')), '') \
-               ELSE COALESCE(NULLIF(d.family, ''), NULLIF(d.hostname, ''), '') || ' ' || d.id END) AS k_name, \
+             d.name_key AS k_name, \
              lower(d.family || ':' || d.revision) AS k_task, lower(d.cluster) AS k_cluster, \
              d.agent_version AS k_version, d.mode || ' ' || d.capture_mode AS k_mode, \
              d.dropped_events AS k_dropped, \
