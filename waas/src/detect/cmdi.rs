@@ -1,0 +1,64 @@
+//! OS command injection patterns (shell view: lowercased, quotes, backslashes and carets removed,
+//! `$IFS` turned into a space), for Unix shells and Windows `cmd` / PowerShell.
+
+use super::PatternRule;
+
+/// The shell view of lowercased text: removes the characters shells ignore inside words
+/// (`c'a't`, `c\at`, `c^at`, `c""at`), turns `${IFS}` / `$IFS` / `$@` / `$*` into nothing or a
+/// space, as a shell would, so that `cat${IFS}/etc/passwd` reads `cat /etc/passwd`.
+pub(crate) fn shell_view(lower: &str) -> String {
+    let s = lower
+        .replace("${ifs}", " ")
+        .replace("$ifs", " ")
+        .replace("$@", "")
+        .replace("$*", "")
+        .replace("$()", "");
+    s.chars()
+        .filter(|c| !matches!(c, '\'' | '"' | '\\' | '^'))
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect()
+}
+
+/// `(id, description, pattern)`.
+pub(crate) const RULES: &[PatternRule] = &[
+    (
+        "cmdi-110",
+        "command after a shell separator or substitution",
+        r"(?:[;|&`\n\r]|\$\(|\$\{|\|\||&&|<\(|>\()\s*(?:[\w./-]*/)?(?:cat|tac|nl|ls|dir|id|whoami|uname|hostname|ifconfig|ip|netstat|ss|ps|pwd|env|printenv|echo|printf|wget|curl|fetch|lwp-download|nc|ncat|netcat|socat|telnet|ssh|scp|ftp|tftp|bash|sh|zsh|ksh|csh|tcsh|dash|ash|busybox|python[23]?|perl|ruby|php|node|lua|java|gcc|cc|rm|rmdir|mv|cp|chmod|chown|chgrp|chattr|touch|mkdir|mkfifo|mknod|ln|kill|killall|pkill|nohup|sleep|ping|nslookup|dig|whois|traceroute|crontab|sudo|su|passwd|useradd|usermod|groupadd|base64|xxd|od|hexdump|strings|grep|egrep|awk|gawk|sed|xargs|tee|dd|tar|zip|unzip|gzip|gunzip|bzip2|openssl|whereis|timeout|exec|eval|uptime|lsof|mount|umount|systemctl|service|shutdown|reboot|iptables|nmap|tcpdump|vi|vim|nano|emacs|htop|df|du|lscpu|lsblk|unset|declare|readlink|realpath|basename|dirname|sh|cmd|powershell|pwsh|ipconfig|systeminfo|tasklist|taskkill|whoami|certutil|bitsadmin|wmic|regsvr32|rundll32|mshta|cscript|wscript|msiexec|schtasks|del|attrib|icacls|cacls|findstr|runas|quser|arp|getmac|nbtstat|netsh|forfiles|makecab|bash\.exe|cmd\.exe|powershell\.exe)(?:\s|$|[;|&<>`)\]}])",
+    ),
+    (
+        "cmdi-120",
+        "shell command substitution holding a command",
+        r"\$\(\s*[a-z./]|`\s*(?:[\w./-]*/)?(?:cat|ls|id|whoami|uname|wget|curl|nc|bash|sh|python[23]?|perl|ruby|php|echo|rm|chmod|ps|env|ping|nslookup|dig|sleep|base64|find|grep|awk|sed|dd|tar|touch|kill|ifconfig|netstat|cmd|powershell)\b[^`]*`|\$\{[a-z_]+[:=#%/][^}]*\}|\$\{\s*[a-z_]*\s*\}|\$(?:shell|path|home|user|ifs|pwd|random)\b|\$[a-z_]\w*\s+-[a-z]\b|[|;&]\s*\$[a-z_]\w*\s+[a-z]|<<<",
+    ),
+    (
+        "cmdi-130",
+        "Unix binary path or sensitive system file",
+        r"(?:^|[\s;|&`(=<>])/(?:usr/)?(?:local/)?s?bin/[a-z]|/etc/(?:passwd|shadow|group|issue|sudoers|crontab|hostname|resolv\.conf)\b|/dev/(?:tcp|udp)/|/proc/self/",
+    ),
+    (
+        "cmdi-140",
+        "Windows command interpreter or PowerShell",
+        r"\bcmd(?:\.exe)?\s*/[ckr]\b|\bpowershell(?:\.exe)?\b|\bpwsh\b|\biex\s*\(|\binvoke-(?:expression|webrequest|restmethod|command|item|wmimethod|mimikatz)\b|\bnew-object\s+(?:system\.)?net\.webclient\b|\bdownloadstring\s*\(|\bstart-process\b|\bget-(?:content|childitem|process|wmiobject|item)\b|\bfor\s+/[fdlr]\b|%comspec%|%systemroot%|%windir%|\bc:\\windows\\|\bc:/windows/|\bwscript\.shell\b",
+    ),
+    (
+        "cmdi-141",
+        "Windows batch FOR / IF construct",
+        r#"\bfor\s+(?:/[a-z]\s+)?%%?[\w~\[\-_]\s*in\s*\(|\bif\s+(?:/i\s+)?(?:not\s+)?(?:exist\b|defined\b|errorlevel\b|[^\s=]*==|\S+\s+(?:equ|neq|lss|leq|gtr|geq)\b)|\bgoto\s+:?\w+|%errorlevel%"#,
+    ),
+    (
+        "cmdi-150",
+        "reverse shell or dropper",
+        r"\b(?:bash|sh)\s+-[ic]\b|\bnc(?:at)?\s+(?:-[a-z]*[elvnpcz][a-z]*\s*)+|\bmkfifo\b|\bsocat\s+\S*(?:exec|tcp)|\b(?:wget|curl)\s+(?:-\S+\s+)*(?:https?|ftp)://|\bpython[23]?\s+-c\b|\bperl\s+-e\b|\bruby\s+-e\b|\bphp\s+-r\b|\bnode\s+-e\b|\bchmod\s+[+0-7]|\bexec\s+\d*[<>]",
+    ),
+    (
+        "cmdi-160",
+        "brace expansion or globbing evasion of a command",
+        r"\{[a-z./]+,[^}\s]*\}|/[a-z?*\[\]]*[?*\[][a-z?*\[\]]*/[a-z?*\[\]]+|/(?:etc|bin|usr|tmp|dev|proc|var)/\S*[\[?*]|\b(?:c\?t|c\*t|l\?|w\?get)\b|\bs?bin/[a-z]",
+    ),
+    (
+        "cmdi-170",
+        "common command with options or paths",
+        r"(?:^|\s)(?:cat|ls|nc|ncat|netcat|wget|curl|bash|sh|rm|chmod|find|awk|sed|grep|dd|tar|python[23]?|perl|ruby|php|nmap|telnet|ping|ps|kill|echo|id|uname|whoami|ifconfig|base64|xxd|htop|top|env|socat|ssh|scp|ftp|tftp|crontab|useradd|sudo|su)\s+(?:-{1,2}[a-z]|/|~|\.{1,2}/|\$|[a-z]+=|\w+\.\w+\s*(?:$|[|;&>]))",
+    ),
+];

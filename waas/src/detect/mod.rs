@@ -1,0 +1,362 @@
+//! Attack detectors: libinjection (SQLi, XSS) plus pattern families written for this project,
+//! applied to every decoded form of every part of a request.
+//!
+//! Each family's patterns live in its own module as `(rule id, description, regex)`; the
+//! [`Engine`] compiles them once into one `RegexSet` per family and view (raw-lowercased, SQL
+//! normalised, shell normalised), so one part costs one pass per family.
+
+mod cmdi;
+mod java;
+mod lfi;
+mod protocol;
+mod scanner;
+mod sqli;
+mod xss;
+
+use regex::{Regex, RegexSet};
+use serde::{Deserialize, Serialize};
+
+pub use protocol::protocol_findings;
+
+use crate::decode::variants;
+use crate::request::{HttpRequest, Location, Part, cut, parts};
+
+/// Longest matched excerpt kept in a finding, bytes.
+pub const MAX_MATCH_BYTES: usize = 200;
+/// Most findings one request reports (the first ones found).
+pub const MAX_FINDINGS: usize = 16;
+
+/// A protection family; each has its own effect in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// SQL injection.
+    Sqli,
+    /// Cross-site scripting.
+    Xss,
+    /// OS command injection.
+    Cmdi,
+    /// Path traversal and local file inclusion.
+    Lfi,
+    /// Remote file inclusion.
+    Rfi,
+    /// Server-side request forgery to cloud metadata endpoints.
+    Ssrf,
+    /// Java attacks: JNDI / Log4Shell lookups, class and deserialization gadgets, OGNL.
+    Java,
+    /// Shellshock (`() { :; };` in a header).
+    Shellshock,
+    /// Known attack tools by signature.
+    Scanner,
+    /// Malformed requests, request smuggling, oversized heads.
+    Protocol,
+}
+
+impl Family {
+    /// Every family, in a stable order.
+    pub const ALL: [Family; 10] = [
+        Family::Sqli,
+        Family::Xss,
+        Family::Cmdi,
+        Family::Lfi,
+        Family::Rfi,
+        Family::Ssrf,
+        Family::Java,
+        Family::Shellshock,
+        Family::Scanner,
+        Family::Protocol,
+    ];
+
+    /// Stable lowercase name (`sqli`), as in the policy and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Sqli => "sqli",
+            Family::Xss => "xss",
+            Family::Cmdi => "cmdi",
+            Family::Lfi => "lfi",
+            Family::Rfi => "rfi",
+            Family::Ssrf => "ssrf",
+            Family::Java => "java",
+            Family::Shellshock => "shellshock",
+            Family::Scanner => "scanner",
+            Family::Protocol => "protocol",
+        }
+    }
+}
+
+/// One detection: which rule matched what, where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Rule id (`sqli-110`); stable, used in per-path exceptions.
+    pub rule_id: String,
+    /// The rule's family.
+    pub family: Family,
+    /// What the rule looks for, for people.
+    pub message: String,
+    /// Where the value was found.
+    pub location: Location,
+    /// Parameter, header or cookie name (empty for path and whole bodies).
+    pub name: String,
+    /// The matched text (decoded form), at most [`MAX_MATCH_BYTES`].
+    pub matched: String,
+}
+
+/// A pattern rule: id, description, regex source.
+pub(crate) type PatternRule = (&'static str, &'static str, &'static str);
+
+/// Which normalisation a family's patterns see.
+#[derive(Clone, Copy)]
+enum View {
+    /// Lowercased decoded text.
+    Lower,
+    /// SQL view: lowercased, `/*comments*/` removed, whitespace collapsed.
+    Sql,
+    /// Shell view: quotes, backslashes and carets removed, separators kept.
+    Shell,
+}
+
+/// One compiled family.
+struct FamilySet {
+    family: Family,
+    view: View,
+    /// Which locations this family inspects.
+    locations: &'static [Location],
+    set: RegexSet,
+    rules: Vec<(&'static str, &'static str, Regex)>,
+}
+
+const ALL_LOCATIONS: &[Location] = &[
+    Location::Path,
+    Location::Query,
+    Location::QueryName,
+    Location::Body,
+    Location::BodyName,
+    Location::Header,
+    Location::Cookie,
+    Location::CookieName,
+];
+const NOT_PATH: &[Location] = &[
+    Location::Query,
+    Location::QueryName,
+    Location::Body,
+    Location::BodyName,
+    Location::Header,
+    Location::Cookie,
+    Location::CookieName,
+];
+
+/// The compiled detectors. Build once ([`Engine::new`]) and share: inspection takes `&self`.
+pub struct Engine {
+    families: Vec<FamilySet>,
+    sql_comment: Regex,
+    whitespace: Regex,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// Compiles every family's patterns.
+    ///
+    /// # Panics
+    /// Never with the built-in patterns: a pattern that fails to compile is a bug caught by the
+    /// crate's tests (`engine_compiles`).
+    pub fn new() -> Self {
+        let mk = |family, view, locations, rules: &[PatternRule]| {
+            let set = RegexSet::new(rules.iter().map(|r| r.2)).expect("built-in WAAS patterns");
+            let rules = rules
+                .iter()
+                .map(|&(id, msg, re)| (id, msg, Regex::new(re).expect("built-in WAAS pattern")))
+                .collect();
+            FamilySet {
+                family,
+                view,
+                locations,
+                set,
+                rules,
+            }
+        };
+        Engine {
+            families: vec![
+                mk(Family::Sqli, View::Sql, ALL_LOCATIONS, sqli::RULES),
+                mk(Family::Xss, View::Lower, ALL_LOCATIONS, xss::RULES),
+                mk(Family::Cmdi, View::Shell, NOT_PATH, cmdi::RULES),
+                mk(Family::Lfi, View::Lower, NOT_PATH, lfi::LFI_RULES),
+                mk(Family::Lfi, View::Lower, &[Location::Path], lfi::PATH_RULES),
+                mk(Family::Rfi, View::Lower, NOT_PATH, lfi::RFI_RULES),
+                mk(Family::Ssrf, View::Lower, ALL_LOCATIONS, lfi::SSRF_RULES),
+                mk(Family::Java, View::Lower, ALL_LOCATIONS, java::RULES),
+                mk(
+                    Family::Shellshock,
+                    View::Lower,
+                    &[Location::Header, Location::Cookie],
+                    java::SHELLSHOCK_RULES,
+                ),
+            ],
+            sql_comment: Regex::new(r"/\*!?[0-9]*|\*/").expect("regex"),
+            whitespace: Regex::new(r"\s+").expect("regex"),
+        }
+    }
+
+    /// Inspects every part of `req` with every family in `enabled`; returns findings (at most
+    /// [`MAX_FINDINGS`]) and whether some of the request was not inspected (parts left out or a
+    /// body longer than the prefix).
+    pub fn inspect(&self, req: &HttpRequest, enabled: &dyn Fn(Family) -> bool) -> Inspection {
+        let (list, parts_cut) = parts(req);
+        let mut findings = Vec::new();
+        if enabled(Family::Protocol) {
+            findings.extend(protocol_findings(req));
+        }
+        if enabled(Family::Scanner) {
+            findings.extend(scanner::findings(req));
+        }
+        for part in &list {
+            if findings.len() >= MAX_FINDINGS {
+                break;
+            }
+            self.inspect_part(part, enabled, &mut findings);
+        }
+        findings.truncate(MAX_FINDINGS);
+        Inspection {
+            findings,
+            incomplete: parts_cut || !req.body_complete,
+        }
+    }
+
+    /// Runs the enabled families over every decoded form of one part; at most one finding per
+    /// family per part.
+    fn inspect_part(&self, part: &Part, enabled: &dyn Fn(Family) -> bool, out: &mut Vec<Finding>) {
+        // `/.well-known/` is the one dot-directory a normal site serves.
+        let value = if part.location == Location::Path {
+            part.value.replacen("/.well-known/", "/well-known/", 1)
+        } else {
+            part.value.clone()
+        };
+        let forms = variants(&value, part.plus_is_space);
+        // Password-like fields hold arbitrary symbols: only libinjection's grammar judges them.
+        let secret = is_secret_name(&part.name);
+        let mut found: Vec<Family> = Vec::new();
+        let push = |out: &mut Vec<Finding>, family, id: &str, msg: &str, m: &str| {
+            out.push(Finding {
+                rule_id: id.to_owned(),
+                family,
+                message: msg.to_owned(),
+                location: part.location,
+                name: part.name.clone(),
+                matched: cut(m, MAX_MATCH_BYTES).to_owned(),
+            });
+        };
+        for form in &forms {
+            if enabled(Family::Sqli)
+                && !found.contains(&Family::Sqli)
+                && libinjectionrs::detect_sqli(form.as_bytes()).is_injection()
+            {
+                found.push(Family::Sqli);
+                push(out, Family::Sqli, "sqli-100", sqli::LIBINJECTION, form);
+            }
+            if enabled(Family::Xss)
+                && !found.contains(&Family::Xss)
+                && libinjectionrs::detect_xss(form.as_bytes()).is_injection()
+            {
+                found.push(Family::Xss);
+                push(out, Family::Xss, "xss-100", xss::LIBINJECTION, form);
+            }
+            let lower = form.to_lowercase();
+            let mut sql: Option<String> = None;
+            let mut shell: Option<String> = None;
+            for fs in &self.families {
+                if secret
+                    || found.contains(&fs.family)
+                    || !enabled(fs.family)
+                    || !fs.locations.contains(&part.location)
+                {
+                    continue;
+                }
+                let text: &str = match fs.view {
+                    View::Lower => &lower,
+                    View::Sql => sql.get_or_insert_with(|| self.sql_view(&lower)),
+                    View::Shell => shell.get_or_insert_with(|| cmdi::shell_view(&lower)),
+                };
+                let Some(i) = fs.set.matches(text).iter().next() else {
+                    continue;
+                };
+                let (id, msg, re) = &fs.rules[i];
+                let m = re.find(text).map(|m| m.as_str()).unwrap_or(text);
+                found.push(fs.family);
+                push(out, fs.family, id, msg, m);
+            }
+        }
+    }
+
+    /// Lowercased text with SQL comments replaced by spaces and whitespace collapsed.
+    fn sql_view(&self, lower: &str) -> String {
+        let s = self.sql_comment.replace_all(lower, " ");
+        self.whitespace.replace_all(&s, " ").into_owned()
+    }
+}
+
+/// True for parameter names that hold secrets (`password`, `passwd`, `pwd`, `secret`): their
+/// values are judged by libinjection only, since the pattern families flag random symbols.
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret"].iter().any(|s| n.contains(s))
+}
+
+/// The result of [`Engine::inspect`].
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// What was found (at most [`MAX_FINDINGS`]).
+    pub findings: Vec<Finding>,
+    /// True when part of the request was not inspected (body beyond the prefix, too many parts).
+    pub incomplete: bool,
+}
+
+/// Every rule id the engine can report with its family and description (for the Console's
+/// policy help and exception validation).
+pub fn rule_catalog() -> Vec<(&'static str, Family, &'static str)> {
+    let mut v = vec![
+        ("sqli-100", Family::Sqli, sqli::LIBINJECTION),
+        ("xss-100", Family::Xss, xss::LIBINJECTION),
+    ];
+    let lists: [(Family, &[PatternRule]); 10] = [
+        (Family::Sqli, sqli::RULES),
+        (Family::Xss, xss::RULES),
+        (Family::Cmdi, cmdi::RULES),
+        (Family::Lfi, lfi::LFI_RULES),
+        (Family::Lfi, lfi::PATH_RULES),
+        (Family::Rfi, lfi::RFI_RULES),
+        (Family::Ssrf, lfi::SSRF_RULES),
+        (Family::Java, java::RULES),
+        (Family::Shellshock, java::SHELLSHOCK_RULES),
+        (Family::Scanner, scanner::RULES),
+    ];
+    for (f, rules) in lists {
+        v.extend(rules.iter().map(|r| (r.0, f, r.1)));
+    }
+    v.extend(protocol::RULES.iter().map(|r| (r.0, Family::Protocol, r.1)));
+    v.extend(
+        crate::ACCESS_RULES
+            .iter()
+            .map(|r| (r.0, Family::Protocol, r.1)),
+    );
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_compiles_and_rule_ids_are_unique() {
+        let _ = Engine::new();
+        let cat = rule_catalog();
+        let mut ids: Vec<&str> = cat.iter().map(|c| c.0).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "duplicate rule id");
+    }
+}

@@ -1,0 +1,101 @@
+//! SQL injection patterns (SQL view: lowercased, comments removed, whitespace collapsed).
+//! libinjection (`sqli-100`) runs first; these catch what its fingerprints miss.
+
+use super::PatternRule;
+
+/// Description of the libinjection rule.
+pub(crate) const LIBINJECTION: &str = "SQL injection (libinjection fingerprint)";
+
+/// `(id, description, pattern)`.
+pub(crate) const RULES: &[PatternRule] = &[
+    (
+        "sqli-110",
+        "boolean tautology or comparison after a quote or number",
+        r#"(?:['"`)]|\d)\s*(?:or|and|xor|\|\||&&|div|not|mod)\b\s*(?:not\s+)?[('"`]*\s*[\w@.'"`-]*\s*[)'"`]*\s*(?:=|<=>|<>|!=|>=|<=|<|>|\blike\b|\bilike\b|\bglob\b|\brlike\b|\bregexp\b|\bsounds\s+like\b|\bis\b|\bbetween\b|\bin\s*\()"#,
+    ),
+    (
+        "sqli-111",
+        "quote followed by a boolean operator and a value",
+        r#"['"`]\s*(?:or|and|xor|\|\||&&)\s*['"`(]?\s*(?:\d|true|false|null|'|"|not\b|exists\b|\()"#,
+    ),
+    (
+        "sqli-112",
+        "numeric tautology",
+        r"\b(?:or|and|xor)\s+\(?\s*\d+\s*(?:=|<>|!=|<|>|<=|>=|like)\s*\d+|\b\d+\s*(?:!=|<>|<=>|\blike\b|\bglob\b)\s*\d+\b|\blike\s+null\b|\bor\s+\d+\s*(?:#|--|/\*)",
+    ),
+    (
+        "sqli-120",
+        "UNION SELECT",
+        r"\bunion\b(?:\s|\(|all\b|distinct\b)*\s*\(?\s*select\b",
+    ),
+    (
+        "sqli-121",
+        "SELECT ... FROM with SQL syntax",
+        r#"\bselect\b[\s(]+(?:[\w@.*,`'"()\s-]{1,120}?)\bfrom\b\s*[\w`"\[(.]+|\bselect\s+(?:\*|@@\w+|\d+\s*,|count\s*\(|null\b|case\b|if\s*\(|\(\s*select\b)"#,
+    ),
+    (
+        "sqli-122",
+        "data-modifying or schema statement",
+        r"\b(?:insert\s+into|delete\s+from|update\s+[\w`.]+\s+set|drop\s+(?:table|database|schema|view|index|user|function|procedure)|alter\s+(?:table|database|user|system)|truncate\s+table|create\s+(?:table|database|user|function|procedure|trigger)|replace\s+into|merge\s+into|grant\s+\w+(?:\s*,\s*\w+)*\s+on\b|load\s+data\s+(?:local\s+)?infile|rename\s+table|shutdown\s+with\s+nowait)\b",
+    ),
+    (
+        "sqli-130",
+        "quote or parenthesis closed, then a comment or statement end",
+        r#"['"]\s*(?:;|--|#|/\*|\{`)|\)\s*(?:--|#|/\*)|;\s*(?:--|#)|\bwhere\s+\S+\s*--"#,
+    ),
+    (
+        "sqli-131",
+        "stacked query",
+        r";\s*(?:select|insert|update|delete|drop|alter|create|truncate|exec|execute|declare|shutdown|grant|revoke|waitfor|set\s+@|call|use|begin|commit|rollback|show|handler|load|copy)\b",
+    ),
+    (
+        "sqli-140",
+        "time-based blind injection",
+        r"\b(?:sleep|benchmark|pg_sleep|pg_sleep_for|randomblob|dbms_lock\.sleep|dbms_pipe\.receive_message|get_lock|release_lock)\s*\(|\bwaitfor\s+(?:delay|time)\b",
+    ),
+    (
+        "sqli-150",
+        "database catalog, system object or dangerous procedure",
+        r"\b(?:information_schema|sysobjects|syscolumns|sysusers|sysdatabases|sys\.(?:objects|tables|columns|databases|sql_logins|user_)|master\.\.|mysql\.(?:user|db)|pg_(?:catalog|shadow|user|database|tables|group|namespace|proc|read_file|ls_dir|stat)|sqlite_(?:master|schema|temp_master|version)|all_(?:tables|users|tab_columns|objects)|user_(?:tables|objects|tab_columns|users)|dba_users|xp_cmdshell|xp_reg\w+|xp_dirtree|sp_executesql|sp_oacreate|sp_password|sp_configure|openrowset|opendatasource|load_file|into\s+(?:out|dump)file|utl_(?:http|inaddr|file|smtp)|dbms_\w+|sysibm\.|msysaccessobjects|rdb\$\w+|lo_import|lo_export|dblink\w*|sys_eval|sys_exec|@@(?:version|datadir|hostname|basedir|servername|spid|identity|language)|current_database|tempdb|msdb|schema_name|table_schema|sysprocesses|sysfiles|pg_sleep)\b",
+    ),
+    (
+        "sqli-160",
+        "SQL function used on injected data",
+        r#"\b(?:concat|concat_ws|group_concat|string_agg|listagg|char|chr|nchar|ascii|ord|hex|unhex|substring|substr|mid|left|right|cast|convert|extractvalue|updatexml|version|database|schema|user|current_user|system_user|session_user|md5|sha1|sha2|if|ifnull|isnull|nullif|coalesce|iif|elt|make_set|export_set|json_extract|json_keys|xmltype|to_char|to_number|unistr|instr|locate|position|length|len|count|floor|rand|row_count|name_const|exp|geometrycollection|multipoint|polygon|linestring|uuid|last_insert_id|found_rows|table_name|column_name)\s*\([^)]{0,100}\)\s*(?:[=<>|&^*/%+,-]|\b(?:and|or|xor|like|rlike|regexp|from|div|in|is)\b|--|#|$)"#,
+    ),
+    (
+        "sqli-161",
+        "SQL function call nested in a string concatenation or comparison",
+        r#"['"`]\s*(?:\|\||\+|&&|\^|\*|/|%|<<|>>|-|=)\s*\(?\s*(?:select|sleep|benchmark|char|chr|ascii|concat|substring|if|case|version|database|user|md5|rand|cast|convert|ord|hex|extractvalue|updatexml)\b"#,
+    ),
+    (
+        "sqli-162",
+        "SQL function name followed by a parenthesis",
+        r#"\b(?:concat|concat_ws|group_concat|string_agg|listagg|nchar|ascii|unhex|substring|substr|extractvalue|updatexml|database|schema|current_user|system_user|session_user|md5|sha1|sha2|ifnull|isnull|nullif|coalesce|make_set|export_set|json_extract|xmltype|unistr|name_const|geometrycollection|multipoint|polygon|multilinestring|multipolygon|linestring|last_insert_id|found_rows|row_count|strcmp|load_file|benchmark|sleep|pg_sleep|char_length|character_length|octet_length|bit_length|soundex|quotename|replicate|patindex|charindex|db_name|user_name|host_name|suser_name|object_id|object_name|col_name|has_dbaccess|is_srvrolemember|convert_tz|from_base64|to_base64|inet_aton|inet_ntoa|aes_decrypt|aes_encrypt|des_decrypt|old_password|crc32|utc_date|dayofweek|dayofyear|find_in_set)\s*\(|\b(?:difference|reverse|stuff|uncompress|compress|encode|decode|encrypt|password|conv|oct|bin|lpad|rpad|ltrim|rtrim|trim|lcase|ucase|lower|upper|minute|hour|second|weekday|dayname|monthname|now|sysdate|curdate|curtime|timestamp|elt|field|insert|locate|instr|position|repeat|replace|space|format|rand|floor|ceil|ceiling|round|truncate|abs|pi|pow|power|sqrt|exp|ln|log|log2|log10|sign|degrees|radians|mid|char|chr|ord|hex|cast|convert|version|user|if|iif|left|right|length|len|count|avg|sum|min|max)\s*\(\s*(?:[\d'"@)]|select\b|0x|null\b|\w+\s*[,)]|$)"#,
+    ),
+    (
+        "sqli-170",
+        "ORDER BY / GROUP BY / HAVING / LIMIT probing",
+        r#"(?:['"`)]|\d)\s*(?:order|group)\s+by\s+[\w(`'"]|\bhaving\b\s*[\w(]+\s*(?:=|<|>|like)|\blimit\s+\d+\s*(?:,|offset)\s*\d+\s*(?:--|#|;|$)|\bprocedure\s+analyse\b"#,
+    ),
+    (
+        "sqli-171",
+        "CASE WHEN / conditional probe",
+        r"\bcase\s+when\b[\s\S]{0,100}\bthen\b|\bif\s*\([^)]*?(?:=|<|>|like|select)[^)]*?,",
+    ),
+    (
+        "sqli-180",
+        "MySQL / MSSQL / PostgreSQL specific syntax",
+        r#"(?:\bexec(?:ute)?\s+(?:master|xp_|sp_|@|\()|\bdeclare\s+@\w+|::\s*(?:int|text|varchar|bytea|jsonb?|regclass)\b|@@\w+|\bcollate\s+\w+|\bnull\s*,\s*null\b|\bcharset\s*\(|\bbinary\s+['"\w]|0x[0-9a-f]{6,}\b|\bx'[0-9a-f]+'|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)+\))"#,
+    ),
+    (
+        "sqli-190",
+        "quote-delimited SQL operator sequence",
+        r#"['"`]\s*(?:\|\||\+|&&|\^|<=>|<>|!=|=|<|>|\bdiv\b|\bmod\b|\blike\b|\brlike\b|\bregexp\b|\bsounds\s+like\b|\bis\s+(?:not\s+)?null\b|\bbetween\b|\bin\b)\s*['"`(\d@-]"#,
+    ),
+    (
+        "sqli-191",
+        "JSON or array operator abuse",
+        r#"(?:->>?|#>>?|@>|<@|\?\||\?&)\s*'|\bjson_\w+\s*\("#,
+    ),
+];
