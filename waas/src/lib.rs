@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 pub use detect::{Engine, Family, Finding, Inspection, rule_catalog};
 pub use guard::{Admission, Guard, client_ip, trusted_nets};
+pub use ipnet::IpNet;
 pub use policy::{Effect, PolicyProblem, WaasPolicy};
 pub use request::{HttpRequest, Location};
 

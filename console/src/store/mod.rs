@@ -12,6 +12,7 @@ mod policy_history;
 mod tokens;
 mod users;
 pub mod vulns;
+pub mod waas;
 mod web_queries;
 
 use std::path::Path;

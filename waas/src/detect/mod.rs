@@ -181,12 +181,10 @@ impl Engine {
         };
         Engine {
             families: vec![
+                // Most specific first: a value matching several families is reported by the
+                // first (SSRF before RFI, JNDI before shell substitution, files before commands).
                 mk(Family::Sqli, View::Sql, ALL_LOCATIONS, sqli::RULES),
                 mk(Family::Xss, View::Lower, ALL_LOCATIONS, xss::RULES),
-                mk(Family::Cmdi, View::Shell, NOT_PATH, cmdi::RULES),
-                mk(Family::Lfi, View::Lower, NOT_PATH, lfi::LFI_RULES),
-                mk(Family::Lfi, View::Lower, &[Location::Path], lfi::PATH_RULES),
-                mk(Family::Rfi, View::Lower, NOT_PATH, lfi::RFI_RULES),
                 mk(Family::Ssrf, View::Lower, ALL_LOCATIONS, lfi::SSRF_RULES),
                 mk(Family::Java, View::Lower, ALL_LOCATIONS, java::RULES),
                 mk(
@@ -195,6 +193,10 @@ impl Engine {
                     &[Location::Header, Location::Cookie],
                     java::SHELLSHOCK_RULES,
                 ),
+                mk(Family::Lfi, View::Lower, NOT_PATH, lfi::LFI_RULES),
+                mk(Family::Lfi, View::Lower, &[Location::Path], lfi::PATH_RULES),
+                mk(Family::Rfi, View::Lower, NOT_PATH, lfi::RFI_RULES),
+                mk(Family::Cmdi, View::Shell, NOT_PATH, cmdi::RULES),
             ],
             sql_comment: Regex::new(r"/\*!?[0-9]*|\*/").expect("regex"),
             whitespace: Regex::new(r"\s+").expect("regex"),
