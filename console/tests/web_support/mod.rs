@@ -50,6 +50,11 @@ impl Web {
         }
     }
 
+    /// The Console's data directory (its CA makes install bundles).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
