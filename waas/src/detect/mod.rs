@@ -13,7 +13,7 @@ mod scanner;
 mod sqli;
 mod xss;
 
-use regex::{Regex, RegexSet};
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
 pub use protocol::protocol_findings;
@@ -148,8 +148,8 @@ const NOT_PATH: &[Location] = &[
 /// The compiled detectors. Build once ([`Engine::new`]) and share: inspection takes `&self`.
 pub struct Engine {
     families: Vec<FamilySet>,
-    sql_comment: Regex,
-    whitespace: Regex,
+    sql_comment: regex::Regex,
+    whitespace: regex::Regex,
 }
 
 impl Default for Engine {
@@ -166,10 +166,24 @@ impl Engine {
     /// crate's tests (`engine_compiles`).
     pub fn new() -> Self {
         let mk = |family, view, locations, rules: &[PatternRule]| {
-            let set = RegexSet::new(rules.iter().map(|r| r.2)).expect("built-in WAAS patterns");
+            // ASCII semantics (`\w`, `\b`): Unicode word boundaries would push the regex engine
+            // off its DFA onto the much slower NFA simulation; the text is lowercased ASCII-wise
+            // where attacks live, and non-ASCII bytes simply never match a class.
+            let set = RegexSetBuilder::new(rules.iter().map(|r| r.2))
+                .unicode(false)
+                .size_limit(64 << 20)
+                .dfa_size_limit(32 << 20)
+                .build()
+                .expect("built-in WAAS patterns");
             let rules = rules
                 .iter()
-                .map(|&(id, msg, re)| (id, msg, Regex::new(re).expect("built-in WAAS pattern")))
+                .map(|&(id, msg, re)| {
+                    let re = RegexBuilder::new(re)
+                        .unicode(false)
+                        .build()
+                        .expect("built-in WAAS pattern");
+                    (id, msg, re)
+                })
                 .collect();
             FamilySet {
                 family,
@@ -198,8 +212,8 @@ impl Engine {
                 mk(Family::Rfi, View::Lower, NOT_PATH, lfi::RFI_RULES),
                 mk(Family::Cmdi, View::Shell, NOT_PATH, cmdi::RULES),
             ],
-            sql_comment: Regex::new(r"/\*!?[0-9]*|\*/").expect("regex"),
-            whitespace: Regex::new(r"\s+").expect("regex"),
+            sql_comment: regex::Regex::new(r"/\*!?[0-9]*|\*/").expect("regex"),
+            whitespace: regex::Regex::new(r"\s+").expect("regex"),
         }
     }
 
@@ -237,6 +251,9 @@ impl Engine {
         } else {
             part.value.clone()
         };
+        if plain_token(&value) {
+            return;
+        }
         let forms = variants(&value, part.plus_is_space);
         // Password-like fields hold arbitrary symbols: only libinjection's grammar judges them.
         let secret = is_secret_name(&part.name);
@@ -282,13 +299,16 @@ impl Engine {
                     View::Sql => sql.get_or_insert_with(|| self.sql_view(&lower)),
                     View::Shell => shell.get_or_insert_with(|| cmdi::shell_view(&lower)),
                 };
-                let Some(i) = fs.set.matches(text).iter().next() else {
+                let Some(i) = fs.set.matches(text.as_bytes()).iter().next() else {
                     continue;
                 };
                 let (id, msg, re) = &fs.rules[i];
-                let m = re.find(text).map(|m| m.as_str()).unwrap_or(text);
+                let m = re
+                    .find(text.as_bytes())
+                    .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+                    .unwrap_or_else(|| text.to_owned());
                 found.push(fs.family);
-                push(out, fs.family, id, msg, m);
+                push(out, fs.family, id, msg, &m);
             }
         }
     }
@@ -298,6 +318,16 @@ impl Engine {
         let s = self.sql_comment.replace_all(lower, " ");
         self.whitespace.replace_all(&s, " ").into_owned()
     }
+}
+
+/// True for short plain tokens (`42`, `hello`, `page_size`, `en-US`): letters, digits, `_` and
+/// `-` only, under 12 bytes (too short to be base64 the decoder would try). No detector can
+/// find an attack in one, so they skip inspection: most parameter names and many values are
+/// like this, and it is the proxy's hot path.
+fn plain_token(v: &str) -> bool {
+    v.len() < 12
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 /// True for parameter names that hold secrets (`password`, `passwd`, `pwd`, `secret`): their
