@@ -5,6 +5,7 @@
 //! of an invalid policy.
 
 mod common;
+mod runtime_support;
 mod web_support;
 
 use std::time::Duration;
@@ -259,4 +260,96 @@ async fn waas_policy_page_lists_every_problem_escaped_and_saves() {
     assert_eq!(saved.version, 1);
     assert_eq!(saved.saved_by, "admin");
     assert!(saved.rules_json.contains("\"scanner\": \"prevent\""));
+}
+
+#[tokio::test]
+async fn webhooks_forward_waas_events_with_their_id_header() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let sink = got.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let id = headers
+                    .get("x-defender-waas-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                sink.lock()
+                    .unwrap()
+                    .push((id, serde_json::from_str(&body).unwrap()));
+                StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(l, router).await });
+    let data = tempfile::tempdir().unwrap();
+    let mut console = common::start_console(data.path(), Duration::from_secs(10)).await;
+    let target = defender_console::webhook::targets(&[url], &[])
+        .unwrap()
+        .remove(0);
+    console
+        .forward_audits(
+            vec![target],
+            defender_console::webhook::Timing {
+                poll: Duration::from_millis(50),
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(400),
+                request_timeout: Duration::from_secs(5),
+            },
+        )
+        .await
+        .unwrap();
+    runtime_support::add_defender(
+        &console.store,
+        "d1",
+        &runtime_support::metadata("shop-1", "shop"),
+    )
+    .await;
+    let writer = defender_console::store::EventWriter::spawn(console.store.clone());
+    let waas = |seq: u64, rule: &str| defender_proto::v1::Event {
+        seq,
+        time_ms: 1_700_000_000_000 + seq as i64,
+        container: String::new(),
+        kind: Some(defender_proto::v1::event::Kind::Waas(
+            defender_proto::v1::WaasEvent {
+                event_id: format!("{seq:016x}"),
+                rule: rule.into(),
+                family: "xss".into(),
+                effect: "prevent".into(),
+                client_ip: "203.0.113.9".into(),
+                method: "GET".into(),
+                path: "/?q=<script>".into(),
+                location: "query".into(),
+                name: "q".into(),
+                matched: "<script>".into(),
+                status: 403,
+                ..Default::default()
+            },
+        )),
+    };
+    writer
+        .write("d1", vec![waas(1, "xss-110"), waas(2, "xss-120")])
+        .await
+        .unwrap();
+    let list = common::eventually("two WAAS deliveries", WAIT, || {
+        let got = got.clone();
+        async move {
+            let g = got.lock().unwrap().clone();
+            (g.len() >= 2).then_some(g)
+        }
+    })
+    .await;
+    assert_eq!(list[0].0, "d1/1");
+    assert_eq!(list[1].0, "d1/2");
+    assert_eq!(list[0].1["waas"]["rule"], "xss-110");
+    assert_eq!(
+        list[1].1["waas"]["matched"], "<script>",
+        "plain data, receivers escape"
+    );
+    assert_eq!(list[0].1["waas"]["client_ip"], "203.0.113.9");
 }
