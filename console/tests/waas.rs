@@ -190,6 +190,26 @@ async fn policy_push_403_with_event_id_and_the_event_on_the_waas_page() {
         "matched part shown escaped"
     );
     assert!(html.contains("href=\"/monitor/events/waas\""), "navigation");
+    // Counts on the Defender's row and in the API.
+    let list = common::defenders(&web.console, &token, "").await;
+    let d = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["hostname"] == "waas-host")
+        .expect("the Defender is listed");
+    assert_eq!(d["waas_events"], 2, "{d}");
+    assert_eq!(d["waas_refused"], 1, "{d}");
+    let rows = web
+        .get_with_cookie("/manage/defenders", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        rows.contains("data-waas=\"2\" data-refused=\"1\""),
+        "WAAS cell on the row"
+    );
     // Filter by the quoted event id.
     let one = web
         .get_with_cookie(&format!("/monitor/events/waas?event_id={id}"), &cookie)

@@ -81,6 +81,9 @@ pub struct DefenderJson {
     /// Runtime audits the Defender reported, and how many of them it prevented.
     pub audits: i64,
     pub audits_prevented: i64,
+    /// WAAS events the Defender reported, and how many requests they refused.
+    pub waas_events: i64,
+    pub waas_refused: i64,
     /// How the Defender captures what its application does.
     pub capture: CaptureJson,
 }
@@ -139,6 +142,8 @@ impl DefenderJson {
             decommissioned: d.decommissioned_at.is_some(),
             audits: 0,
             audits_prevented: 0,
+            waas_events: 0,
+            waas_refused: 0,
             capture: CaptureJson {
                 mode: d.capture_mode.clone(),
                 summary: crate::web::render::capture_summary(d),
@@ -150,6 +155,13 @@ impl DefenderJson {
                 missed_processes: d.capture_missed,
             },
         }
+    }
+
+    /// With the Defender's WAAS counts.
+    pub fn with_waas(mut self, c: crate::store::waas::WaasCounts) -> Self {
+        self.waas_events = c.total;
+        self.waas_refused = c.refused;
+        self
     }
 
     /// With the Defender's audit counts.
@@ -210,10 +222,11 @@ pub async fn list_defenders(
         Ok(v) => v,
         Err(e) => return internal(&e),
     };
-    let audits = match state.store.audit_counts().await {
-        Ok(c) => c,
-        Err(e) => return internal(&e),
-    };
+    let (audits, waas) =
+        match tokio::try_join!(state.store.audit_counts(), state.store.waas_counts()) {
+            Ok(c) => c,
+            Err(e) => return internal(&e),
+        };
     let number = |v: Option<&str>, what: &str, range: std::ops::RangeInclusive<usize>| {
         v.map_or(Ok(None), |v| {
             v.trim()
@@ -241,7 +254,9 @@ pub async fn list_defenders(
         .skip(offset)
         .take(limit)
         .map(|d| {
-            DefenderJson::new(d, now).with_audits(audits.get(&d.id).copied().unwrap_or_default())
+            DefenderJson::new(d, now)
+                .with_audits(audits.get(&d.id).copied().unwrap_or_default())
+                .with_waas(waas.get(&d.id).copied().unwrap_or_default())
         })
         .collect();
     let mut res = Json(list).into_response();
@@ -263,8 +278,16 @@ pub async fn list_defenders(
 /// `GET /api/v1/defenders/{id}`: one Defender, whatever its age (404 when unknown).
 pub async fn get_defender(State(state): State<WebState>, Path(id): Path<String>) -> Response {
     match state.store.get_defender(&id).await {
-        Ok(Some(d)) => match state.store.audit_counts_of(&d.id).await {
-            Ok(c) => Json(DefenderJson::new(&d, now_ms()).with_audits(c)).into_response(),
+        Ok(Some(d)) => match tokio::try_join!(
+            state.store.audit_counts_of(&d.id),
+            state.store.waas_counts()
+        ) {
+            Ok((c, w)) => Json(
+                DefenderJson::new(&d, now_ms())
+                    .with_audits(c)
+                    .with_waas(w.get(&d.id).copied().unwrap_or_default()),
+            )
+            .into_response(),
             Err(e) => internal(&e),
         },
         Ok(None) => api_error(StatusCode::NOT_FOUND, "no such defender"),

@@ -28,7 +28,7 @@ pub const ROWS_PATH: &str = "/manage/defenders/rows";
 /// Events shown on one page of a Defender's timeline.
 pub const DETAIL_EVENTS: i64 = PAGE_SIZE;
 
-const COLUMNS: usize = 9;
+const COLUMNS: usize = 10;
 /// Rows of one page of the list: the page and its 5-second refresh stay small whatever the
 /// fleet's size.
 pub const PAGE_ROWS: usize = 100;
@@ -114,7 +114,27 @@ fn capture_badge(d: &DefenderRecord) -> Markup {
 /// Style of the list's drop warning (constant; under the page's CSP nonce).
 const LIST_CSS: &str = ".dropped { color:var(--err); font-weight:600; white-space:nowrap; }";
 
-fn row(d: &DefenderRecord, now: i64, audits: &CountMap) -> Markup {
+/// WAAS event counts per Defender id.
+type WaasMap = std::collections::HashMap<String, crate::store::waas::WaasCounts>;
+
+/// The WAAS cell of a row: events (a link to the Defender's WAAS events) and how many refused.
+fn waas_cell(id: &str, waas: &WaasMap) -> Markup {
+    let c = waas.get(id).copied().unwrap_or_default();
+    html! {
+        td.num.waas data-waas=(c.total) data-refused=(c.refused) {
+            @if c.total == 0 {
+                "0"
+            } @else {
+                a href=(format!("{}?defender={}", super::waas::EVENTS_PATH, super::render::form_encode(id))) title="This Defender's WAAS events" { (thousands(c.total)) }
+                @if c.refused > 0 {
+                    " " span.muted { "(" (thousands(c.refused)) " refused)" }
+                }
+            }
+        }
+    }
+}
+
+fn row(d: &DefenderRecord, now: i64, audits: &CountMap, waas: &WaasMap) -> Markup {
     let s = status_of(d, now);
     html! {
         tr {
@@ -135,6 +155,7 @@ fn row(d: &DefenderRecord, now: i64, audits: &CountMap) -> Markup {
             td { (status_badge(&s)) (dropped_badge(d)) }
             td.num { (thousands(d.dropped_events)) }
             (counts_cell(&d.id, audits))
+            (waas_cell(&d.id, waas))
         }
     }
 }
@@ -170,6 +191,7 @@ fn rows_tbody(
     now: i64,
     retention_ms: i64,
     audits: &CountMap,
+    waas: &WaasMap,
 ) -> Markup {
     html! {
         tbody #defender-rows data-refresh=(format!("{ROWS_PATH}?page={page}")) data-interval="5000" {
@@ -177,7 +199,7 @@ fn rows_tbody(
                 tr { td colspan=(COLUMNS) { (empty_state(retention_ms)) } }
             }
             @for d in defenders {
-                (row(d, now, audits))
+                (row(d, now, audits, waas))
             }
         }
     }
@@ -195,10 +217,11 @@ pub async fn list_page(
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
     };
-    let audits = match state.store.audit_counts().await {
-        Ok(c) => c,
-        Err(e) => return internal_error_page(&e),
-    };
+    let (audits, waas) =
+        match tokio::try_join!(state.store.audit_counts(), state.store.waas_counts()) {
+            Ok(c) => c,
+            Err(e) => return internal_error_page(&e),
+        };
     let (rows, page) = page_of(&defenders, requested);
     let body = html! {
         style nonce=(nonce.0) { (maud::PreEscaped(LIST_CSS)) }
@@ -213,9 +236,10 @@ pub async fn list_page(
                     th { "Defender" } th { "Task definition" } th { "Cluster" } th { "Version" }
                     th { "Mode · capture" } th { "Last seen" } th { "Status" } th { "Dropped events" }
                     th title="Runtime audits (and how many the Defender prevented)" { "Audits" }
+                    th title="WAAS events (and how many requests were refused)" { "WAAS" }
                 }
             }
-            (rows_tbody(rows, page, now, state.retention_ms(), &audits))
+            (rows_tbody(rows, page, now, state.retention_ms(), &audits, &waas))
         }
         (list_pager(defenders.len(), page))
     };
@@ -228,14 +252,15 @@ pub async fn rows(
     query: Result<Query<ListPageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let requested = query.map_or(1, |Query(q)| q.page());
-    let audits = match state.store.audit_counts().await {
-        Ok(c) => c,
-        Err(e) => return internal_error_page(&e),
-    };
+    let (audits, waas) =
+        match tokio::try_join!(state.store.audit_counts(), state.store.waas_counts()) {
+            Ok(c) => c,
+            Err(e) => return internal_error_page(&e),
+        };
     match visible_defenders(&state).await {
         Ok((defenders, now)) => {
             let (rows, page) = page_of(&defenders, requested);
-            Html(rows_tbody(rows, page, now, state.retention_ms(), &audits).into_string())
+            Html(rows_tbody(rows, page, now, state.retention_ms(), &audits, &waas).into_string())
                 .into_response()
         }
         Err(e) => internal_error_page(&e),
