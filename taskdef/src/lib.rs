@@ -22,6 +22,7 @@ mod protect;
 mod register_model;
 mod sidecar_edits;
 mod unwrap;
+pub mod waas;
 
 use serde_json::Value;
 
@@ -67,6 +68,9 @@ pub fn protect(input: &str, opts: &ProtectOptions) -> Result<Protected, ProtectE
     ecs_rules::refuse_too_many_containers(&task)?;
     ecs_rules::warn_registration_rules(&task, &mut warnings);
     protect::apply(&mut task, opts, &unwrapped, &mut warnings)?;
+    if let Some(target) = &opts.waas {
+        waas::apply(&mut task, target, &opts.sidecar_name, &mut warnings)?;
+    }
     if opts.mode == Mode::Embedded {
         ecs_rules::warn_drop_all(&task, &mut warnings);
     }
