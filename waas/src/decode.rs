@@ -232,8 +232,9 @@ pub fn variants(raw: &str, plus: bool) -> Vec<String> {
     };
     push(&mut out, raw.to_owned());
     let mut cur = raw.to_owned();
-    for _ in 0..URL_ROUNDS {
-        let next = url_decode(&cur, plus);
+    for round in 0..URL_ROUNDS {
+        // `+` is a space only in the first round: a `+` that decoding produced is literal.
+        let next = url_decode(&cur, plus && round == 0);
         if next == cur {
             break;
         }
@@ -245,8 +246,43 @@ pub fn variants(raw: &str, plus: bool) -> Vec<String> {
     push(&mut out, cur.clone());
     push(&mut out, html);
     push(&mut out, html_url);
+    if cur.contains("\\x") || cur.contains("\\u") {
+        push(&mut out, js_unescape(&cur));
+    }
     if let Some(b) = base64_text(&cur) {
         push(&mut out, b);
+    }
+    out
+}
+
+/// Decodes JavaScript string escapes `\xHH` and `\uHHHH` (other backslashes stay).
+pub fn js_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && (b[i + 1] == b'x' || b[i + 1] == b'X')
+            && let (Some(h), Some(l)) = (hex(b[i + 2]), hex(b[i + 3]))
+        {
+            out.push(char::from(h << 4 | l));
+            i += 4;
+            continue;
+        }
+        if b[i] == b'\\'
+            && i + 5 < b.len()
+            && (b[i + 1] == b'u' || b[i + 1] == b'U')
+            && let Some(cp) = hex4(&b[i + 2..i + 6])
+        {
+            out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+            i += 6;
+            continue;
+        }
+        // Copy one whole char.
+        let ch = s[i..].chars().next().unwrap_or('\u{FFFD}');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
     }
     out
 }
@@ -274,6 +310,14 @@ mod tests {
         assert_eq!(html_decode("&#60;&#x3C;&#X3c"), "<<<");
         assert_eq!(html_decode("java&Tab;script&colon;"), "java\tscript:");
         assert_eq!(html_decode("AT&T & co"), "AT&T & co");
+    }
+
+    #[test]
+    fn js_escapes_and_plus_after_the_first_round() {
+        assert_eq!(js_unescape(r"\u0076al\x75e"), "value");
+        assert_eq!(js_unescape(r"a\zb"), r"a\zb");
+        let v = variants("%252bADw-script", true);
+        assert!(v.iter().any(|x| x == "+ADw-script"), "{v:?}");
     }
 
     #[test]

@@ -231,6 +231,16 @@ pub fn parts(req: &HttpRequest) -> (Vec<Part>, bool) {
             }
         } else if !STRUCTURAL_HEADERS.contains(&lname.as_str()) && !lname.starts_with("sec-") {
             p.push(Location::Header, name, value, false);
+            // A Referer's query carries parameters of the page before: inspect them as well.
+            if lname == "referer"
+                && let Some((_, q)) = value.split_once('?')
+            {
+                p.form(
+                    q.split('#').next().unwrap_or(""),
+                    Location::Header,
+                    Location::Header,
+                );
+            }
         }
     }
     body_parts(req, &mut p);

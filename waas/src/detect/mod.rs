@@ -211,6 +211,12 @@ impl Engine {
                 mk(Family::Lfi, View::Lower, &[Location::Path], lfi::PATH_RULES),
                 mk(Family::Rfi, View::Lower, NOT_PATH, lfi::RFI_RULES),
                 mk(Family::Cmdi, View::Shell, NOT_PATH, cmdi::RULES),
+                mk(
+                    Family::Cmdi,
+                    View::Shell,
+                    &[Location::Header],
+                    cmdi::HEADER_RULES,
+                ),
             ],
             sql_comment: regex::Regex::new(r"/\*!?[0-9]*|\*/").expect("regex"),
             whitespace: regex::Regex::new(r"\s+").expect("regex"),
@@ -353,7 +359,8 @@ pub fn rule_catalog() -> Vec<(&'static str, Family, &'static str)> {
         ("sqli-100", Family::Sqli, sqli::LIBINJECTION),
         ("xss-100", Family::Xss, xss::LIBINJECTION),
     ];
-    let lists: [(Family, &[PatternRule]); 10] = [
+    let lists: [(Family, &[PatternRule]); 11] = [
+        (Family::Cmdi, cmdi::HEADER_RULES),
         (Family::Sqli, sqli::RULES),
         (Family::Xss, xss::RULES),
         (Family::Cmdi, cmdi::RULES),

@@ -24,6 +24,11 @@ pub(crate) const RULES: &[PatternRule] = &[
         r"\b(?:or|and|xor)\s+\(?\s*\d+\s*(?:=|<>|!=|<|>|<=|>=|like)\s*\d+|\b\d+\s*(?:!=|<>|<=>|\blike\b|\bglob\b)\s*\d+\b|\blike\s+null\b|\bor\s+\d+\s*(?:#|--|/\*)",
     ),
     (
+        "sqli-113",
+        "value opening with a boolean operator and a comparison",
+        r#"(?:^|=)\s*(?:and|or|xor|div|\|\||&&)\s+[\w@'"(`.-]+\s*(?:[=<>!]|\bis\b|\blike\b|\brlike\b|\bregexp\b|\bin\s*\(|\()|(?:^|=)\s*(?:\|\||&&)\s*\("#,
+    ),
+    (
         "sqli-120",
         "UNION SELECT",
         r"\bunion\b(?:\s|\(|all\b|distinct\b)*\s*\(?\s*select\b",
@@ -37,6 +42,11 @@ pub(crate) const RULES: &[PatternRule] = &[
         "sqli-122",
         "data-modifying or schema statement",
         r"\b(?:insert\s+into|delete\s+from|update\s+[\w`.]+\s+set|drop\s+(?:table|database|schema|view|index|user|function|procedure)|alter\s+(?:table|database|user|system)|truncate\s+table|create\s+(?:table|database|user|function|procedure|trigger)|replace\s+into|merge\s+into|grant\s+\w+(?:\s*,\s*\w+)*\s+on\b|load\s+data\s+(?:local\s+)?infile|rename\s+table|shutdown\s+with\s+nowait)\b",
+    ),
+    (
+        "sqli-123",
+        "column alias then FROM, or qualified identifiers",
+        r#"[)`"']\s*as\s+[\w`"']+\s+from\b|\d\s+as\s+["`]\w+["`]\s+from\b|`[\w$]+`\s*\.\s*`[\w$]+`|\bexec(?:ute)?\s*\(|\bselect\s*\(\s*(?:case|select|if)\b|\bexecute\s+immediate\b"#,
     ),
     (
         "sqli-130",
@@ -92,6 +102,11 @@ pub(crate) const RULES: &[PatternRule] = &[
         "sqli-190",
         "quote-delimited SQL operator sequence",
         r#"['"`]\s*(?:\|\||\+|&&|\^|<=>|<>|!=|=|<|>|\bdiv\b|\bmod\b|\blike\b|\brlike\b|\bregexp\b|\bsounds\s+like\b|\bis\s+(?:not\s+)?null\b|\bbetween\b|\bin\b)\s*['"`(\d@-]"#,
+    ),
+    (
+        "sqli-192",
+        "quoted list or arithmetic continuing a broken string",
+        r#"^\s*['"`]\s*(?:,\s*['"`\d]|\*\s*\d|\]\s*\[|\)\s*[,;])|['"`]\s*,\s*['"`]\s*,\s*['"`]|^\s*["'`]\d+\s*[*/%^]\s*\d"#,
     ),
     (
         "sqli-191",

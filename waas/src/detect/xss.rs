@@ -48,6 +48,11 @@ pub(crate) const RULES: &[PatternRule] = &[
         r#"['"`]\s*/?\s*>\s*<\s*[a-z!/?]|-->\s*<\s*[a-z!/?]|<!\[cdata\[|<\s*!\s*--|<\s*\?\s*(?:xml|import)|<\s*%|\{\{.*(?:constructor|\$eval|\$on|alert).*\}\}|\]\]>\s*<"#,
     ),
     (
+        "xss-191",
+        "obfuscated markup: spaced tag letters, 7-bit-stripped brackets, comment closers, DOM access through comments",
+        r#"<(?:\s*[a-z]\s){3,}|\xbc\s*/?\s*[a-z]+\s*[\xc2\xd0]?\xbe|\bnew\s+function\s*\(|\bformaction\s*=|url\s*\(\s*['"]?\s*(?:javascript|vbscript)\b|\b(?:window|document|self|top|parent|this)(?:\s|/\*[^*]*\*/)*\[(?:\s|/\*[^*]*\*/)*["'`]|-->|\bdocument(?:\s|/\*[^*]*\*/|[.\[\]"'()])*cookie\b|\b(?:window|document|self|top|parent|this)\s*\[\s*["'`]\w+["'`]\s*\]"#,
+    ),
+    (
         "xss-190",
         "tag opened with a letter followed by an attribute",
         r#"<\s*[a-z][a-z0-9:-]*\s+[^>]*(?:\b(?:src|href|style|on[a-z]+|formaction|action|xmlns)\s*=)"#,
