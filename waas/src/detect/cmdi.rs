@@ -57,9 +57,19 @@ pub(crate) const RULES: &[PatternRule] = &[
         r"\{[a-z./]+,[^}\s]*\}|/[a-z?*\[\]]*[?*\[][a-z?*\[\]]*/[a-z?*\[\]]+|/(?:etc|bin|usr|tmp|dev|proc|var)/\S*[\[?*]|\b(?:c\?t|c\*t|l\?|w\?get)\b|\bs?bin/[a-z]",
     ),
     (
+        "cmdi-171",
+        "shell function definition (fork bomb), alias definition, or cd into a system path",
+        r"[\w.:]+\s*\(\s*\)\s*\{[^}]*\|[^}]*&\s*\}|\balias\s+(?:-p\s+)?[\w-]+=|(?:^|[;&|\n])\s*cd\s+[/~.][^;&|]*[;&|]",
+    ),
+    (
+        "cmdi-172",
+        "IMAP / SMTP command injected after a line break",
+        r"[\r\n]\s*[a-z]\w{0,7}\s+(?:examine|select|copy|list|store|search|fetch|login|append|create|delete|rename|subscribe|uid|status|lsub|capability|authenticate)\s|[\r\n]\s*(?:mail\s+from|rcpt\s+to|helo|ehlo|vrfy|expn)\b",
+    ),
+    (
         "cmdi-170",
         "common command with options or paths",
-        r"(?:^|\s)(?:cat|ls|nc|ncat|netcat|wget|curl|bash|sh|rm|chmod|find|awk|sed|grep|dd|tar|python[23]?|perl|ruby|php|nmap|telnet|ping|ps|kill|echo|id|uname|whoami|ifconfig|base64|xxd|htop|top|env|socat|ssh|scp|ftp|tftp|crontab|useradd|sudo|su)\s+(?:-{1,2}[a-z]|/|~|\.{1,2}/|\$|[a-z]+=|\w+\.\w+\s*(?:$|[|;&>]))",
+        r"(?:^|\s)(?:cat|ls|nc|ncat|netcat|wget|curl|bash|sh|rm|chmod|find|awk|sed|grep|dd|tar|python[23]?|perl|ruby|php|nmap|telnet|ping|ps|kill|echo|id|uname|whoami|ifconfig|base64|xxd|htop|top|env|socat|ssh|scp|ftp|tftp|crontab|useradd|sudo|su|perf|flock|cpulimit|busybox|ansible(?:-[a-z]+)?|strace|gdb|nohup|timeout|nice|chroot|setsid|taskset|python3\\.\\d+|node|deno|lua|bsdtar|openssl|docker|kubectl)\s+(?:-{1,2}[a-z]|/|~|\.{1,2}/|\$|[a-z]+=|\w+\.\w+\s*(?:$|[|;&>]))",
     ),
 ];
 

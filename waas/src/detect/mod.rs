@@ -326,14 +326,12 @@ impl Engine {
     }
 }
 
-/// True for short plain tokens (`42`, `hello`, `page_size`, `en-US`): letters, digits, `_` and
-/// `-` only, under 12 bytes (too short to be base64 the decoder would try). No detector can
+/// True for short plain tokens (`42`, `hello`, `en-US`): letters, digits and `-` only (an
+/// underscore is inspected: `xp_cmdshell`), under 12 bytes (too short to be base64 the decoder would try). No detector can
 /// find an attack in one, so they skip inspection: most parameter names and many values are
 /// like this, and it is the proxy's hot path.
 fn plain_token(v: &str) -> bool {
-    v.len() < 12
-        && v.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    v.len() < 12 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// True for parameter names that hold secrets (`password`, `passwd`, `pwd`, `secret`): their

@@ -29,6 +29,16 @@ pub(crate) const RULES: &[PatternRule] = &[
         r#"(?:^|=)\s*(?:and|or|xor|div|\|\||&&)\s+[\w@'"(`.-]+\s*(?:[=<>!]|\bis\b|\blike\b|\brlike\b|\bregexp\b|\bin\s*\(|\()|(?:^|=)\s*(?:\|\||&&)\s*\("#,
     ),
     (
+        "sqli-114",
+        "NoSQL (MongoDB) query operator",
+        r"(?:\[|^|\x22)\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|not|nor|or|and|expr|elemmatch|size|all|type|mod|text|function|accumulator|lookup)\b",
+    ),
+    (
+        "sqli-115",
+        "quote then an SQL statement keyword, or a bare boolean probe",
+        r#"^\s*['"`]\s*(?:union|alter|drop|truncate|exec|declare|shutdown)\b|^\s*['"`]?\s*(?:or|xor|and)\s+\w+\s*[!=<>-]|^\s*(?:or|xor)\s+\d+\s*$"#,
+    ),
+    (
         "sqli-120",
         "UNION SELECT",
         r"\bunion\b(?:\s|\(|all\b|distinct\b)*\s*\(?\s*select\b",
@@ -81,7 +91,7 @@ pub(crate) const RULES: &[PatternRule] = &[
     (
         "sqli-162",
         "SQL function name followed by a parenthesis",
-        r#"\b(?:concat|concat_ws|group_concat|string_agg|listagg|nchar|ascii|unhex|substring|substr|extractvalue|updatexml|database|schema|current_user|system_user|session_user|md5|sha1|sha2|ifnull|isnull|nullif|coalesce|make_set|export_set|json_extract|xmltype|unistr|name_const|geometrycollection|multipoint|polygon|multilinestring|multipolygon|linestring|last_insert_id|found_rows|row_count|strcmp|load_file|benchmark|sleep|pg_sleep|char_length|character_length|octet_length|bit_length|soundex|quotename|replicate|patindex|charindex|db_name|user_name|host_name|suser_name|object_id|object_name|col_name|has_dbaccess|is_srvrolemember|convert_tz|from_base64|to_base64|inet_aton|inet_ntoa|aes_decrypt|aes_encrypt|des_decrypt|old_password|crc32|utc_date|dayofweek|dayofyear|find_in_set)\s*\(|\b(?:difference|reverse|stuff|uncompress|compress|encode|decode|encrypt|password|conv|oct|bin|lpad|rpad|ltrim|rtrim|trim|lcase|ucase|lower|upper|minute|hour|second|weekday|dayname|monthname|now|sysdate|curdate|curtime|timestamp|elt|field|insert|locate|instr|position|repeat|replace|space|format|rand|floor|ceil|ceiling|round|truncate|abs|pi|pow|power|sqrt|exp|ln|log|log2|log10|sign|degrees|radians|mid|char|chr|ord|hex|cast|convert|version|user|if|iif|left|right|length|len|count|avg|sum|min|max)\s*\(\s*(?:[\d'"@)]|select\b|0x|null\b|\w+\s*[,)]|$)"#,
+        r#"\b(?:concat|concat_ws|group_concat|string_agg|listagg|nchar|ascii|unhex|substring|substr|extractvalue|updatexml|database|schema|current_user|system_user|session_user|md5|sha1|sha2|ifnull|isnull|nullif|coalesce|make_set|export_set|json_extract|xmltype|unistr|name_const|geometrycollection|multipoint|polygon|multilinestring|multipolygon|linestring|last_insert_id|found_rows|row_count|strcmp|load_file|benchmark|sleep|pg_sleep|char_length|character_length|octet_length|bit_length|soundex|quotename|replicate|patindex|charindex|db_name|user_name|host_name|suser_name|object_id|object_name|col_name|has_dbaccess|is_srvrolemember|convert_tz|from_base64|to_base64|inet_aton|inet_ntoa|aes_decrypt|aes_encrypt|des_decrypt|old_password|crc32|utc_date|dayofweek|dayofyear|find_in_set)\s*\(|\b(?:difference|reverse|stuff|uncompress|compress|encode|decode|encrypt|password|conv|oct|bin|lpad|rpad|ltrim|rtrim|trim|lcase|ucase|lower|upper|minute|hour|second|weekday|dayname|monthname|now|sysdate|curdate|curtime|timestamp|elt|field|insert|locate|instr|position|repeat|replace|space|format|rand|floor|ceil|ceiling|round|truncate|abs|pi|pow|power|sqrt|exp|ln|log|log2|log10|sign|degrees|radians|mid|char|chr|ord|hex|cast|convert|version|user|if|iif|left|right|length|len|count|avg|sum|min|max|date|default|day|month|year|week|quarter|current_date|current_time|localtime|sysdatetime|getdate)\(\s*(?:[\d'"@)]|select\b|0x|null\b|\w+\s*[,)]|$)"#,
     ),
     (
         "sqli-170",
