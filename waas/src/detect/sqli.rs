@@ -119,6 +119,11 @@ pub(crate) const RULES: &[PatternRule] = &[
         r#"^\s*['"`]\s*(?:,\s*['"`\d]|\*\s*\d|\]\s*\[|\)\s*[,;])|['"`]\s*,\s*['"`]\s*,\s*['"`]|^\s*["'`]\d+\s*[*/%^]\s*\d"#,
     ),
     (
+        "sqli-193",
+        "string broken by a quote and closed by an SQL comment, or quote-operator-comment",
+        r#"['"`][^'"\n]{0,60}(?:--|#)\s*-?\s*$|['"]\s*[=?*]\s*(?:#|--|from\b)|['"]\s*\?[|&]?\s*(?:['"]|array\s*\[)"#,
+    ),
+    (
         "sqli-191",
         "JSON or array operator abuse",
         r#"(?:->>?|#>>?|@>|<@|\?\||\?&)\s*'|\bjson_\w+\s*\("#,
