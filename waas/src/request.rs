@@ -269,8 +269,15 @@ fn body_parts(req: &HttpRequest, p: &mut Parts) {
         xml_parts(&body, p);
     } else if ctype.starts_with("multipart/") {
         multipart_parts(&body, req.header("content-type").unwrap_or(""), p);
-    } else if ctype.is_empty() || ctype.starts_with("application/x-www-form-urlencoded") {
+    } else if ctype.starts_with("application/x-www-form-urlencoded") {
         p.form(&body, Location::Body, Location::BodyName);
+    } else if ctype.is_empty() {
+        // No declared type (browsers and API clients always declare one): read it as a form,
+        // and as one raw value too, since splitting at `=` and `&` may cut a payload apart.
+        p.form(&body, Location::Body, Location::BodyName);
+        if body.contains(['=', '&']) {
+            p.push(Location::Body, "", &body, false);
+        }
     } else {
         p.push(Location::Body, "", &body, false);
     }

@@ -51,7 +51,7 @@ pub(crate) const RULES: &[PatternRule] = &[
     (
         "sqli-122",
         "data-modifying or schema statement",
-        r"\b(?:insert\s+into|delete\s+from|update\s+[\w`.]+\s+set|drop\s+(?:table|database|schema|view|index|user|function|procedure)|alter\s+(?:table|database|user|system)|truncate\s+table|create\s+(?:table|database|user|function|procedure|trigger)|replace\s+into|merge\s+into|grant\s+\w+(?:\s*,\s*\w+)*\s+on\b|load\s+data\s+(?:local\s+)?infile|rename\s+table|shutdown\s+with\s+nowait)\b",
+        r"\b(?:insert\s+into|delete\s+from|update\s+[\w`.]+\s+set|drop\s+(?:table|database|schema|view|index|user|function|procedure)|alter\s+(?:table|database|user|system)|truncate\s+table|create\s+(?:table|database|user|function|procedure|trigger)|replace\s+into|merge\s+into|grant\s+\w+(?:\s*,\s*\w+)*\s+on\b|load\s+data\s+(?:local\s+)?infile|rename\s+table|shutdown\s+with\s+nowait)\b|\bvalues\s*\(\s*['\x22\d@]",
     ),
     (
         "sqli-123",
