@@ -190,6 +190,10 @@ async fn policy_push_403_with_event_id_and_the_event_on_the_waas_page() {
         "matched part shown escaped"
     );
     assert!(html.contains("href=\"/monitor/events/waas\""), "navigation");
+    assert!(
+        html.contains("id=\"waas-overview\" data-total=\"2\" data-refused=\"1\""),
+        "overview counts"
+    );
     // Counts on the Defender's row and in the API.
     let list = common::defenders(&web.console, &token, "").await;
     let d = list

@@ -230,6 +230,19 @@ impl Store {
             .collect())
     }
 
+    /// WAAS events per family across every Defender: `(family, events, refused)`, most first
+    /// (the overview above Monitor > Events > WAAS).
+    pub async fn waas_family_counts(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.sync_waas_index().await?;
+        Ok(sqlx::query_as(
+            "SELECT family, COUNT(*) AS n, \
+             SUM(CASE WHEN effect IN ('prevent', 'ban') THEN 1 ELSE 0 END) \
+             FROM waas_index GROUP BY family ORDER BY n DESC, family",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// WAAS events stored after rowid `after`, oldest first (webhook forwarding).
     pub async fn waas_after(&self, after: i64, limit: i64) -> Result<Vec<WaasRecord>, StoreError> {
         self.sync_waas_index().await?;

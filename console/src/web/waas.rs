@@ -362,10 +362,13 @@ pub async fn events_page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let q = query(raw.as_deref());
-    let (rows, older) = match state.store.waas_page(&q).await {
-        Ok(v) => v,
-        Err(e) => return internal_error_page(&e),
-    };
+    let ((rows, older), families) =
+        match tokio::try_join!(state.store.waas_page(&q), state.store.waas_family_counts()) {
+            Ok(v) => v,
+            Err(e) => return internal_error_page(&e),
+        };
+    let total: i64 = families.iter().map(|f| f.1).sum();
+    let refused: i64 = families.iter().map(|f| f.2).sum();
     let keep = |name: &str, v: &Option<String>| {
         v.as_ref()
             .map(|v| format!("&{name}={}", super::render::form_encode(v)))
@@ -383,6 +386,18 @@ pub async fn events_page(
         style nonce=(nonce.0) { (PreEscaped(CSS)) }
         p.muted { "Monitor › Events › WAAS" }
         h1 { "WAAS events" }
+        p #waas-overview data-total=(total) data-refused=(refused) {
+            strong { (total) } " events, " strong { (refused) } " requests refused"
+            @if !families.is_empty() {
+                " — "
+                @for (i, (fam, n, r)) in families.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    a href=(format!("{EVENTS_PATH}?family={}", super::render::form_encode(fam))) { (display(fam)) }
+                    " " (n)
+                    @if *r > 0 { span.muted { " (" (r) " refused)" } }
+                }
+            }
+        }
         form.filters method="get" action=(EVENTS_PATH) {
             label { "Event id " input type="text" name="event_id" value=(q.event_id.as_deref().unwrap_or("")) size="18"; }
             " "
