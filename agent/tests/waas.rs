@@ -683,3 +683,35 @@ async fn curl_through_the_proxy() {
         .expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n200"));
 }
+
+#[tokio::test]
+async fn inspection_failure_follows_fail_open_or_fail_closed_and_is_reported() {
+    let limits = ProxyLimits {
+        fail_inspection_for_tests: true,
+        ..ProxyLimits::default()
+    };
+    // Default: fail open (the request reaches the app), counted and reported.
+    let f = fixture_with("{}", limits.clone(), None).await;
+    let a = f.proxy.local_addr();
+    let (s, body, _) = send(a, "GET", "/?q=%3Cscript%3E", &[], "").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        f.proxy
+            .stats()
+            .fail_open
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let e = f.sink.waas().pop().unwrap();
+    assert_eq!(
+        (e.rule.as_str(), e.effect.as_str(), e.status),
+        ("failopen-110", "alert", 0)
+    );
+    // failOpen false: 503 with an event id.
+    let f = fixture_with(r#"{"failOpen":false}"#, limits, None).await;
+    let (s, body, _) = send(f.proxy.local_addr(), "GET", "/", &[], "").await;
+    assert_eq!(s, 503, "{body}");
+    let e = f.sink.waas().pop().unwrap();
+    assert_eq!(e.event_id, event_id(&body));
+    assert_eq!((e.effect.as_str(), e.status), ("prevent", 503));
+}

@@ -100,6 +100,10 @@ pub struct ProxyLimits {
     pub body_read_timeout: Duration,
     /// Most WAAS events per second (beyond: counted as suppressed, the verdict still applies).
     pub max_events_per_second: u32,
+    /// Makes every inspection fail (panic) so tests can check fail-open and fail-closed; never
+    /// set outside tests (no flag or variable sets it).
+    #[doc(hidden)]
+    pub fail_inspection_for_tests: bool,
 }
 
 impl Default for ProxyLimits {
@@ -109,6 +113,7 @@ impl Default for ProxyLimits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_events_per_second: 200,
+            fail_inspection_for_tests: false,
         }
     }
 }

@@ -343,6 +343,9 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
             body_complete: complete,
         };
         let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if st.limits.fail_inspection_for_tests {
+                panic!("inspection failure injected by a test");
+            }
             evaluate(&st.engine, p, &req_model)
         }));
         match verdict {
