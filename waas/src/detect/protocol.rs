@@ -26,7 +26,6 @@ pub(crate) const RULES: &[PatternRule] = &[
         "malformed request target or control characters in the head",
         "",
     ),
-    ("protocol-150", "request head larger than the limit", ""),
 ];
 
 /// Builds a protocol finding for rule `i` of [`RULES`].
