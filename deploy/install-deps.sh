@@ -43,6 +43,9 @@ command -v "qemu-$other_arch-static" >/dev/null || missing+=(qemu-user-static)
 command -v "$(uname -m)-linux-musl-gcc" >/dev/null || command -v musl-gcc >/dev/null || missing+=(musl-tools)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
+# rpm and rpmbuild (Debian's rpm 4.18, SQLite backend): the rpmdb reader's test writes a real
+# rpmdb.sqlite with them and checks the reader against `rpm -qa`.
+command -v rpmbuild >/dev/null || missing+=(rpm)
 if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

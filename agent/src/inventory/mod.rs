@@ -17,6 +17,8 @@ pub mod java;
 pub mod lang;
 pub mod os;
 pub mod ospkg;
+pub mod rpmdb;
+pub mod sqlite_file;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -81,6 +83,8 @@ pub fn collect(fs: &FsRoot) -> Collected {
         "var/lib/dpkg/status.d",
         "lib/apk/db/installed",
         "var/lib/rpm",
+        "var/lib/rpm/rpmdb.sqlite",
+        "usr/lib/sysimage/rpm/rpmdb.sqlite",
     ]
     .iter()
     .map(PathBuf::from)

@@ -1,6 +1,6 @@
 //! OS package databases: dpkg (`/var/lib/dpkg/status`, and distroless's
-//! `/var/lib/dpkg/status.d/*`), apk (`/lib/apk/db/installed`), and rpm (whose SQLite rpmdb is
-//! not read yet: reported as a note rather than guessed).
+//! `/var/lib/dpkg/status.d/*`), apk (`/lib/apk/db/installed`), and rpm (the SQLite rpmdb, read
+//! by [`super::rpmdb`]; older rpmdb forms are reported as unsupported in a note).
 
 use std::path::Path;
 
@@ -114,11 +114,7 @@ pub fn read(fs: &FsRoot, notes: &mut Vec<String>) -> Vec<InventoryPackage> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => notes.push(format!("apk: {e}")),
         Err(_) => {}
     }
-    if fs.lstat(Path::new("var/lib/rpm/rpmdb.sqlite")).is_ok() {
-        notes.push("rpm: the SQLite rpmdb is not read by this Defender version; rpm packages are not listed".into());
-    } else if fs.lstat(Path::new("var/lib/rpm/Packages")).is_ok() {
-        notes.push("rpm: BerkeleyDB rpmdb is unsupported; rpm packages are not listed".into());
-    }
+    out.extend(super::rpmdb::read(fs, notes));
     out
 }
 
