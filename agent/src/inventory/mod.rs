@@ -51,6 +51,8 @@ pub struct Target {
     pub image: String,
     /// Image digest from the task metadata; empty when unknown.
     pub image_id: String,
+    /// The container's health check as the task metadata tells it.
+    pub health: compliance::HealthCheck,
 }
 
 /// Everything read from one root, before bounding.
@@ -175,6 +177,7 @@ pub fn run_once(t: &Target) -> (Inventory, ComplianceReport, Vec<PathBuf>) {
         results: compliance::evaluate(&compliance::Subject {
             fs: &t.fs,
             proc_dir: t.proc_dir.clone(),
+            health: t.health.clone(),
         }),
     };
     (inventory, report, watch)
@@ -285,6 +288,7 @@ pub fn spawn_for(
             .filter(|i| !i.is_empty())
             .unwrap_or_else(|| image.to_string()),
         image_id: meta.map(|c| c.image_id.clone()).unwrap_or_default(),
+        health: compliance::HealthCheck::of(meta),
     };
     spawn(move || vec![target.clone()], sink)
 }
@@ -332,6 +336,7 @@ pub fn spawn_sidecar(metadata: &TaskMetadata, sink: Arc<dyn EventSink>) -> Optio
                         .as_ref()
                         .map(|c| c.image_id.clone())
                         .unwrap_or_default(),
+                    health: compliance::HealthCheck::of(single.as_ref()),
                 })
                 .collect()
         },
