@@ -46,6 +46,8 @@ command -v jq >/dev/null || missing+=(jq)
 # rpm and rpmbuild (Debian's rpm 4.18, SQLite backend): the rpmdb reader's test writes a real
 # rpmdb.sqlite with them and checks the reader against `rpm -qa`.
 command -v rpmbuild >/dev/null || missing+=(rpm)
+# Go (Debian's golang-go): the inventory test builds a real Go binary and reads its build info.
+command -v go >/dev/null || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
