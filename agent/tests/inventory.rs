@@ -1,7 +1,8 @@
-//! Inventory against real artefacts: a binary built with `cargo auditable` (prepared fixture:
-//! cargo-auditable is not part of CI; see fixtures/auditable-hello.*), a Go binary built here
-//! when `go` is installed, a real Debian dpkg status (also as distroless's status.d), and the
-//! size bound.
+//! Inventory against real artefacts: a binary built with `cargo auditable` (a prepared fixture,
+//! and the same crate built in the test when cargo-auditable is installed; see
+//! fixtures/auditable-hello.*), a Go binary built here when `go` is installed, a real Debian
+//! dpkg status (also as distroless's status.d), a real SQLite rpmdb written by rpm (and one
+//! written in the test when rpm is installed, checked against `rpm -qa`), and the size bound.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -349,4 +350,55 @@ fn sqlite_rpmdb_reader_agrees_with_rpm_itself() {
     let root = rpm_root(&db);
     let inv = collect(&FsRoot::new(root.path())).inventory;
     assert_eq!(rpm_rows(&inv.packages), expected);
+}
+
+/// With cargo-auditable installed (deploy/install-deps.sh installs it), the fixture's crate is
+/// built now, and the fresh binary's dependency section is read.
+#[test]
+fn cargo_auditable_binary_built_in_the_test() {
+    let has = std::process::Command::new("cargo")
+        .args(["auditable", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        println!(
+            "SKIPPED: cargo-auditable is not installed; the prepared fixture binary is read instead"
+        );
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("src")).unwrap();
+    std::fs::copy(
+        fixture("tests/fixtures/auditable-hello.Cargo.toml"),
+        src.path().join("Cargo.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("tests/fixtures/auditable-hello.main.rs"),
+        src.path().join("src/main.rs"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("cargo")
+        .args(["auditable", "build", "--release", "--quiet"])
+        .current_dir(src.path())
+        .env("CARGO_TARGET_DIR", src.path().join("target"))
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = tempfile::tempdir().unwrap();
+    install(
+        root.path(),
+        "app/auditable-hello",
+        &src.path().join("target/release/auditable-hello"),
+    );
+    let found = binaries::read(&FsRoot::new(root.path()), &mut Budget { entries: 10_000 });
+    assert_eq!(
+        names(&found, "cargo"),
+        vec![("semver".to_string(), "1.0.28".to_string())]
+    );
 }
