@@ -209,6 +209,10 @@ impl SqliteFile {
                     children.push(be(&page, at, 4).ok_or_else(|| bad("child pointer"))? as u32);
                 }
                 stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+                // A real b-tree never has more pages pending than the file has pages.
+                if stack.len() as u64 > u64::from(self.pages) {
+                    return Err(bad("b-tree names more pages than the file has"));
+                }
                 continue;
             }
             for i in 0..cells {
