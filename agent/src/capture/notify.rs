@@ -47,6 +47,8 @@ const MAX_MMSG: u64 = 16;
 const VERIFY_WINDOW: Duration = Duration::from_millis(500);
 /// UDP destinations remembered per (process, address), so a datagram stream is reported once.
 const MAX_UDP_SEEN: usize = 4096;
+/// Bound of the canonical-path cache.
+const MAX_CACHED: usize = 4096;
 /// Fault injection for tests (documented in the README's test notes): an exec whose path
 /// contains this value makes the handler stall, as a hung Defender would.
 const STALL_ENV: &str = "DEFENDER_CAPTURE_STALL_ON";
@@ -267,8 +269,15 @@ struct Handler {
     clk_tck: u64,
     verify: Vec<Verify>,
     udp_seen: HashMap<(u32, SocketAddr), bool>,
+    /// `realpath` of an exec'd path, by (root, path, file): `canonicalize` walks every component
+    /// with `lstat`/`readlink`, the largest cost on the exec path. The key holds the identity of
+    /// the process's root and of the file, so a changed symlink or another root misses.
+    canonical: HashMap<CanonKey, Vec<u8>>,
     stall_on: Option<Vec<u8>>,
 }
+
+/// (root dev, root ino, path asked for, file dev, file ino).
+type CanonKey = (u64, u64, Vec<u8>, u64, u64);
 
 impl Handler {
     fn new(shared: Arc<Shared>) -> Self {
@@ -282,6 +291,7 @@ impl Handler {
             clk_tck: u64::try_from(tck).ok().filter(|t| *t > 0).unwrap_or(100),
             verify: Vec::new(),
             udp_seen: HashMap::new(),
+            canonical: HashMap::new(),
             stall_on: std::env::var_os(STALL_ENV)
                 .filter(|v| !v.is_empty())
                 .map(OsString::into_vec),
@@ -391,9 +401,7 @@ impl Handler {
             // The kernel will fail this exec on its own (no such file, no access).
             return (Answer::Continue, After::default());
         };
-        let exe = std::fs::canonicalize(&file)
-            .map(|p| p.into_os_string().into_vec())
-            .unwrap_or_else(|_| path.clone());
+        let exe = self.canonicalize(tid, &path, &file, &meta);
         let Some((tgid, ppid, uid, euid)) = remote::ids(tid) else {
             return (Answer::Continue, After::default());
         };
@@ -466,6 +474,31 @@ impl Handler {
             exit: None,
         };
         (Answer::Continue, after)
+    }
+
+    /// The canonical path of `file` (the exec'd `path` seen through `/proc/<tid>/…`), cached.
+    fn canonicalize(
+        &mut self,
+        tid: u32,
+        path: &[u8],
+        file: &std::path::Path,
+        meta: &std::fs::Metadata,
+    ) -> Vec<u8> {
+        let root = std::fs::metadata(format!("/proc/{tid}/root")).ok();
+        let key = root.map(|r| (r.dev(), r.ino(), path.to_vec(), meta.dev(), meta.ino()));
+        if let Some(hit) = key.as_ref().and_then(|k| self.canonical.get(k)) {
+            return hit.clone();
+        }
+        let exe = std::fs::canonicalize(file)
+            .map(|p| p.into_os_string().into_vec())
+            .unwrap_or_else(|_| path.to_vec());
+        if let Some(key) = key {
+            if self.canonical.len() >= MAX_CACHED {
+                self.canonical.clear();
+            }
+            self.canonical.insert(key, exe.clone());
+        }
+        exe
     }
 
     fn connect(&mut self, fd: RawFd, req: &libc::seccomp_notif) -> (Answer, After) {
@@ -729,7 +762,11 @@ impl Handler {
 
     fn exit_group(&mut self, req: &libc::seccomp_notif) -> (Answer, After) {
         let code = (req.data.args[0] & 0xff) as i32;
-        let pid = remote::ids(req.pid).map_or(req.pid, |i| i.0);
+        let pid = if is_leader(req.pid) {
+            req.pid
+        } else {
+            remote::ids(req.pid).map_or(req.pid, |i| i.0)
+        };
         let after = After {
             exit: Some(Exited {
                 pid,
@@ -870,6 +907,23 @@ fn boot_ms() -> Option<i64> {
         .parse()
         .ok()?;
     secs.checked_mul(1000)
+}
+
+/// Whether thread `tid` leads its thread group (its tid is the process id): `pidfd_open`
+/// without `PIDFD_THREAD` refuses any other thread (EINVAL; pidfd_open(2), Linux 5.3). Cheaper
+/// than reading `/proc/<tid>/status`; a false answer only means the slower read is made.
+fn is_leader(tid: u32) -> bool {
+    let Ok(tid) = libc::pid_t::try_from(tid) else {
+        return false;
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor was just returned to us and is closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    true
 }
 
 fn kill(pid: u32) -> bool {
