@@ -799,10 +799,10 @@ impl Handler {
             self.shared.deliver(event, after.audits);
         }
         if let Some(a) = after.announce {
-            let _ = self.shared.announce.try_send(a);
+            self.shared.announce.try_send(a);
         }
         if let Some(x) = after.exit {
-            let _ = self.shared.exits.try_send(x);
+            self.shared.exits.try_send(x);
         }
         if let Some(v) = after.verify {
             self.verify.push(v);
@@ -957,8 +957,8 @@ mod tests {
     use super::*;
 
     fn handler() -> Handler {
-        let (announce, _) = std::sync::mpsc::sync_channel(1);
-        let (exits, _) = std::sync::mpsc::sync_channel(1);
+        let (announce, _) = super::super::feed::feed(1);
+        let (exits, _) = super::super::feed::feed(1);
         Handler::new(Arc::new(Shared {
             target: std::sync::RwLock::new(super::super::Target::default()),
             state: super::super::CaptureState::new(Duration::from_secs(1)),
