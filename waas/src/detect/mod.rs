@@ -331,8 +331,41 @@ impl Engine {
 /// find an attack in one, so they skip inspection: most parameter names and many values are
 /// like this, and it is the proxy's hot path.
 fn plain_token(v: &str) -> bool {
-    v.len() < 12 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+    v.len() < 12
+        && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        && !BARE_WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
 }
+
+/// Plain tokens that are still inspected: SQL type, catalog and operator words and Unix commands
+/// that are not ordinary words, which a probe sends alone (`tempdb`, `xor`, `whoami`). The
+/// patterns (`sqli-194`, `sqli-196`, `cmdi-112`) judge them; ordinary tokens skip inspection.
+const BARE_WORDS: &[&str] = &[
+    "tempdb",
+    "msdb",
+    "northwind",
+    "nvarchar",
+    "varchar",
+    "varbinary",
+    "nchar",
+    "msdasql",
+    "sqloledb",
+    "openquery",
+    "regexp",
+    "rlike",
+    "xor",
+    "whoami",
+    "ifconfig",
+    "ipconfig",
+    "visudo",
+    "shutdown",
+    "lastlog",
+    "lastlogin",
+    "systeminfo",
+    "tasklist",
+    "netstat",
+    "uname",
+    "printenv",
+];
 
 /// True for parameter names that hold secrets (`password`, `passwd`, `pwd`, `secret`): their
 /// values are judged by libinjection only, since the pattern families flag random symbols.

@@ -123,4 +123,34 @@ for i in range(10):
 for i in range(10):
     h = headers(); h["Content-Type"] = "application/x-www-form-urlencoded"
     add("POST", "/login", h, up.urlencode({"username": "jane.o'hara", "password": "p@ss'word\"123;--ok", "csrf": "a1b2c3d4e5f6"}))
+
+# Prose and docs-site searches of the kinds the SQL and shell patterns risk: SQL words, and/or,
+# semicolons, pipes, command names, CRLF text from a textarea. Appended last so the requests
+# above stay the same.
+PROSE = [
+    "how to select rows from a table in excel", "union of two sets in math", "drop table tennis lessons",
+    "cats and dogs or birds", "time management tips", "nohup vs disown", "ls command options",
+    "chef recipes for dinner", "date night ideas", "top 10 movies of 2024", "at home workouts",
+    "who is the author?", "fish and chips; mushy peas", "red | green | blue", "1 or 2 bedrooms",
+    "cream or milk", "execute order 66", "order by date", "is null or empty", "where to eat in Rome",
+    "bash script tutorial", "find files by name on linux", "git log --oneline", "echo chamber meaning",
+    "if you can't beat them", "for each loop in java", "the ~ key", "!important in css",
+    "C:\\Users\\jane\\Documents", "ping me later", "curl your hair", "sleep well tonight",
+    "Update: shipped; thanks & regards", "Mr. Smith's order (#1234) and Mrs. Jones' order",
+    "the 'best' option", "pick 'any' two", "and then there were none", "this or that",
+    "who, what, where, when", "a+b=c", "x || y in javascript", "logical && operator",
+    "count(*) vs count(1)", "size (M)", "user guide (pdf)", "version (2.1)", "sum of squares",
+    "Tea; coffee; juice", "docker vs podman", "kubectl tutorial", "python3 -m venv explained",
+]
+TEXTAREA = [
+    "Hi,\r\nPlease list 3 items I forgot.\r\nThanks",
+    "Quit smoking tips\r\nData science course\r\nHelp wanted",
+    "Order #4412\r\nUser: jane\r\nStatus: shipped; tracking soon",
+    "Step 1: select a plan\r\nStep 2: drop us a line\r\nStep 3: union jack flag",
+]
+for q in PROSE:
+    add("GET", "/docs/search?" + up.urlencode({"q": q}), headers())
+for t in TEXTAREA:
+    h = headers(); h["Content-Type"] = "application/x-www-form-urlencoded"
+    add("POST", "/contact", h, up.urlencode({"message": t, "topic": "support"}))
 print("\n".join(json.dumps(x, ensure_ascii=False) for x in out))
