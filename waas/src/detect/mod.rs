@@ -327,9 +327,9 @@ impl Engine {
 }
 
 /// True for short plain tokens (`42`, `hello`, `en-US`): letters, digits and `-` only (an
-/// underscore is inspected: `xp_cmdshell`), under 12 bytes (too short to be base64 the decoder would try). No detector can
-/// find an attack in one, so they skip inspection: most parameter names and many values are
-/// like this, and it is the proxy's hot path.
+/// underscore is inspected: `xp_cmdshell`), under 12 bytes (too short to be base64 the decoder
+/// would try), and not one of [`BARE_WORDS`]. They skip inspection: most parameter names and many
+/// values are like this, and it is the proxy's hot path.
 fn plain_token(v: &str) -> bool {
     v.len() < 12
         && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
@@ -418,6 +418,28 @@ pub fn rule_catalog() -> Vec<(&'static str, Family, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_probe_words_are_inspected_ordinary_tokens_are_not() {
+        assert!(plain_token("hello") && plain_token("en-US") && plain_token("42"));
+        assert!(!plain_token("tempdb") && !plain_token("WhoAmI") && !plain_token("xp_cmdshell"));
+        let engine = Engine::new();
+        let get = |q: &str| HttpRequest {
+            method: "GET".into(),
+            target: format!("/p?v={q}"),
+            headers: Vec::new(),
+            body: Vec::new(),
+            body_complete: true,
+        };
+        let fams = |q: &str| -> Vec<Family> {
+            let i = engine.inspect(&get(q), &|_| true);
+            i.findings.iter().map(|f| f.family).collect()
+        };
+        assert_eq!(fams("whoami"), vec![Family::Cmdi]);
+        assert_eq!(fams("tempdb"), vec![Family::Sqli]);
+        assert!(fams("hello").is_empty());
+        assert!(fams("pubs").is_empty());
+    }
 
     #[test]
     fn engine_compiles_and_rule_ids_are_unique() {
