@@ -12,7 +12,8 @@
 #                      /work/target-musl, keeps the musl build from waiting on other builds
 #   IMAGE_TAG          tag besides `latest` (default: the workspace version, e.g. 0.1.0)
 #   IMAGE_PREFIX       repository prefix (default fargate-defender)
-#   CARGO_PROFILE      cargo profile of the binaries (default release)
+#   CARGO_PROFILE      cargo profile of the binaries (default: release for the Console and the
+#                      demo, defender — size-optimised, LTO — for the Defender)
 # The Defender image is built for linux/amd64 and linux/arm64: the other architecture's static
 # binary with cargo-zigbuild (Zig from PyPI), checked to run under qemu-user-static, tagged
 # `$IMAGE_TAG-amd64` / `$IMAGE_TAG-arm64`, and joined into a multi-arch OCI image layout in
@@ -23,6 +24,8 @@ cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 profile="${CARGO_PROFILE:-release}"
+# The Defender's profile: `defender` (size-optimised, LTO) unless CARGO_PROFILE names another.
+defender_profile="${CARGO_PROFILE:-defender}"
 prefix="${IMAGE_PREFIX:-fargate-defender}"
 version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)"
 tag="${IMAGE_TAG:-${version:-dev}}"
@@ -40,18 +43,24 @@ fi
 
 t0=$SECONDS
 echo "==> cargo build --profile $profile --target $triple (static binaries; target dir $target_dir)"
-# Stripped binaries: the images carry no debugger anyway.
+# Stripped binaries: the images carry no debugger anyway. The Defender, which runs inside every
+# protected task, is built with its own size-optimised profile (Cargo.toml [profile.defender]).
 CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_TARGET_DIR="$target_dir" \
     cargo build --locked --profile "$profile" --target "$triple" \
-    -p defender -p defender-console -p defender-demo --bins
+    -p defender-console -p defender-demo --bins
+echo "==> cargo build --profile $defender_profile --target $triple -p defender"
+CARGO_PROFILE_DEFENDER_STRIP=symbols CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_TARGET_DIR="$target_dir" \
+    cargo build --locked --profile "$defender_profile" --target "$triple" -p defender --bins
 t_cargo=$((SECONDS - t0))
 
 # cargo names the output directory of the dev profile "debug".
 out_dir="$profile"
 [ "$profile" = dev ] && out_dir=debug
+defender_out="$defender_profile"
+[ "$defender_profile" = dev ] && defender_out=debug
 bin_dir="$target_dir/$triple/$out_dir"
 stage="$target_dir/docker-rootfs"
-sh deploy/stage-rootfs.sh "$bin_dir" "$stage"
+DEFENDER_BIN_DIR="$target_dir/$triple/$defender_out" sh deploy/stage-rootfs.sh "$bin_dir" "$stage"
 
 t1=$SECONDS
 for image in "${images[@]}"; do
@@ -90,11 +99,11 @@ if ! command -v cargo-zigbuild >/dev/null || ! command -v "qemu-$other-static" >
     exit 1
 fi
 t2=$SECONDS
-echo "==> cargo zigbuild --profile $profile --target $other_triple -p defender (static, via Zig)"
-CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_TARGET_DIR="$target_dir" \
-    cargo zigbuild --locked --profile "$profile" --target "$other_triple" -p defender --bins
+echo "==> cargo zigbuild --profile $defender_profile --target $other_triple -p defender (static, via Zig)"
+CARGO_PROFILE_DEFENDER_STRIP=symbols CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_TARGET_DIR="$target_dir" \
+    cargo zigbuild --locked --profile "$defender_profile" --target "$other_triple" -p defender --bins
 t_cross=$((SECONDS - t2))
-other_bin="$target_dir/$other_triple/$out_dir/defender"
+other_bin="$target_dir/$other_triple/$defender_out/defender"
 # Prove the binary runs on that architecture (user-mode emulation) and is ours.
 ran="$("qemu-$other-static" "$other_bin" --version)"
 if [ "$ran" != "defender $version" ]; then

@@ -43,6 +43,17 @@ command -v "qemu-$other_arch-static" >/dev/null || missing+=(qemu-user-static)
 command -v "$(uname -m)-linux-musl-gcc" >/dev/null || command -v musl-gcc >/dev/null || missing+=(musl-tools)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
+# rpm and rpmbuild (Debian's rpm 4.18, SQLite backend): the rpmdb reader's test writes a real
+# rpmdb.sqlite with them and checks the reader against `rpm -qa`.
+command -v rpmbuild >/dev/null || missing+=(rpm)
+# cargo-auditable (crates.io; ~3 min to build once): the inventory test builds a real
+# cargo-auditable binary and reads its dependency section.
+if command -v cargo >/dev/null && ! cargo auditable --help >/dev/null 2>&1; then
+    echo "install-deps: installing cargo-auditable 0.7.7 (cargo install)"
+    cargo install --quiet --locked cargo-auditable --version 0.7.7
+fi
+# Go (Debian's golang-go): the inventory test builds a real Go binary and reads its build info.
+command -v go >/dev/null || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

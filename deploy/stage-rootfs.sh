@@ -19,10 +19,12 @@ set -eu
 
 bin="$1"
 out="$2"
+# The Defender may come from another profile's directory (Cargo.toml [profile.defender]).
+defender_bin="${DEFENDER_BIN_DIR:-$bin}/defender"
 
-for b in defender defender-console defender-demo; do
-    if [ ! -x "$bin/$b" ]; then
-        echo "stage-rootfs: $bin/$b is missing (build it first)" >&2
+for b in "$defender_bin" "$bin/defender-console" "$bin/defender-demo"; do
+    if [ ! -x "$b" ]; then
+        echo "stage-rootfs: $b is missing (build it first)" >&2
         exit 1
     fi
 done
@@ -33,7 +35,7 @@ mkdir -p "$out/defender/var/lib/defender" \
     "$out/console/owned/data" "$out/demo/usr/local/bin"
 
 # Defender: the binary sits in the volume the app containers get with volumesFrom.
-install -m 0755 "$bin/defender" "$out/defender/var/lib/defender/defender"
+install -m 0755 "$defender_bin" "$out/defender/var/lib/defender/defender"
 
 # Console: non-root (65532, as in distroless images), data in /data, a /tmp for SQLite.
 root="$out/console/root"

@@ -105,6 +105,15 @@ pub struct SidecarArgs {
     /// On SIGTERM, how long to wait for the Console to ack what is spooled.
     #[arg(long, env = "DEFENDER_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// WAAS reverse proxy in front of the app: LISTEN=UPSTREAM (e.g. 0.0.0.0:8080=127.0.0.1:80;
+    /// a bare port means 0.0.0.0 / 127.0.0.1). Repeatable; comma-separated in DEFENDER_WAAS.
+    #[arg(
+        long,
+        env = "DEFENDER_WAAS",
+        value_delimiter = ',',
+        value_name = "LISTEN=UPSTREAM"
+    )]
+    pub waas: Vec<crate::waas::WaasSpec>,
     #[command(flatten)]
     pub spool: SpoolArgs,
 }
@@ -259,6 +268,15 @@ pub struct RunArgs {
     /// After the application exits, how long to wait for the Console to ack what is spooled.
     #[arg(long, env = "DEFENDER_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// WAAS reverse proxy in front of the app: LISTEN=UPSTREAM (e.g. 0.0.0.0:8080=127.0.0.1:80;
+    /// a bare port means 0.0.0.0 / 127.0.0.1). Repeatable; comma-separated in DEFENDER_WAAS.
+    #[arg(
+        long,
+        env = "DEFENDER_WAAS",
+        value_delimiter = ',',
+        value_name = "LISTEN=UPSTREAM"
+    )]
+    pub waas: Vec<crate::waas::WaasSpec>,
     #[command(flatten)]
     pub spool: SpoolArgs,
     /// The application's command line (after `--`).

@@ -19,6 +19,7 @@ pub mod simulate;
 pub mod spool;
 pub mod supervise;
 pub mod transport;
+pub mod waas;
 
 /// Version reported to the Console.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -62,6 +62,8 @@ pub struct LinkConfig {
     pub outbox: Arc<Outbox>,
     /// Receives every runtime policy the Console sends (Welcome and PolicyUpdate).
     pub policy: Option<tokio::sync::watch::Sender<Option<Policy>>>,
+    /// Receives every WAAS policy the Console sends (Welcome and PolicyUpdate), for the proxy.
+    pub waas: Option<tokio::sync::watch::Sender<Option<Policy>>>,
     /// The capture mode and its counters, reported in Hello and every heartbeat (None:
     /// nothing is captured here, e.g. a simulated Defender).
     pub capture: Option<Arc<crate::capture::CaptureState>>,
@@ -312,6 +314,9 @@ async fn stream(
     if let (Some(tx), Some(p)) = (&cfg.policy, welcome.policy.clone()) {
         publish_policy(tx, p);
     }
+    if let (Some(tx), Some(p)) = (&cfg.waas, welcome.waas.clone()) {
+        publish_policy(tx, p);
+    }
     let interval = match welcome.heartbeat_interval_ms {
         0 => Duration::from_secs(10),
         ms => Duration::from_millis(u64::from(ms))
@@ -389,6 +394,9 @@ async fn stream(
                     }
                     Some(console_message::Msg::Policy(update)) => {
                         if let (Some(tx), Some(p)) = (&cfg.policy, update.policy) {
+                            publish_policy(tx, p);
+                        }
+                        if let (Some(tx), Some(p)) = (&cfg.waas, update.waas) {
                             publish_policy(tx, p);
                         }
                     }

@@ -59,6 +59,15 @@ struct ContainerResponse {
     image_id: String,
     #[serde(default)]
     docker_id: String,
+    /// Present only for a container whose task definition has a `healthCheck`.
+    #[serde(default)]
+    health: Option<HealthResponse>,
+}
+
+#[derive(Deserialize)]
+struct HealthResponse {
+    #[serde(default)]
+    status: String,
 }
 
 /// Metadata from the local environment only.
@@ -125,6 +134,17 @@ pub fn parse_task(body: &[u8]) -> Result<TaskMetadata, MetadataError> {
                 image: c.image,
                 image_id: c.image_id,
                 docker_id: c.docker_id,
+                // A defined health check whose status ECS has not set yet still counts.
+                health_status: c
+                    .health
+                    .map(|h| {
+                        if h.status.is_empty() {
+                            "UNKNOWN".into()
+                        } else {
+                            h.status
+                        }
+                    })
+                    .unwrap_or_default(),
             })
             .collect(),
     })
@@ -176,6 +196,7 @@ mod tests {
       "KnownStatus": "RUNNING",
       "Limits": { "CPU": 10, "Memory": 128 },
       "Type": "NORMAL",
+      "Health": { "status": "HEALTHY", "statusSince": "2020-10-08T20:47:30.553Z" },
       "Networks": [ { "NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.0.108"] } ]
     },
     { "DockerId": "e9028f8d5d8e4f258373e7b93ce9a3c3-3033467208", "Name": "defender",
@@ -220,6 +241,8 @@ mod tests {
         assert_eq!(m.containers[0].name, "curl");
         assert!(m.containers[0].image.ends_with("curltest:latest"));
         assert!(m.containers[0].image_id.starts_with("sha256:"));
+        assert_eq!(m.containers[0].health_status, "HEALTHY");
+        assert_eq!(m.containers[1].health_status, "", "no health check defined");
         assert!(!m.hostname.is_empty());
     }
 

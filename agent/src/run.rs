@@ -27,6 +27,16 @@ pub async fn run(args: RunArgs) -> i32 {
                 return EXIT_CANNOT_START;
             }
         };
+    // WAAS starts with the app: clients reach the app through it whatever the Console does.
+    let waas_sink = Arc::new(crate::waas::LateSink::default());
+    let (waas_tx, waas_rx) = tokio::sync::watch::channel(None);
+    let _waas = crate::waas::start(
+        &args.waas,
+        waas_sink.clone(),
+        waas_rx,
+        Some(args.data_dir.join("waas-policy.json")),
+    )
+    .await;
     let b64 = crate::bundle::from_value_or_file(
         args.install_bundle.as_deref(),
         args.install_bundle_file.as_deref(),
@@ -48,6 +58,9 @@ pub async fn run(args: RunArgs) -> i32 {
             None
         }
     };
+    if let Some((_, outbox)) = &protected {
+        waas_sink.set(outbox.clone());
+    }
     let Some((bundle, outbox)) = protected else {
         return supervisor.wait(None).await;
     };
@@ -73,6 +86,7 @@ pub async fn run(args: RunArgs) -> i32 {
         backoff: Backoff::default(),
         outbox: outbox.clone(),
         policy: Some(policy_tx),
+        waas: Some(waas_tx),
         capture: Some(capture_state.clone()),
     });
     let enforcing: Arc<dyn EventSink> = Arc::new(EnforcingSink {

@@ -85,6 +85,7 @@ pub async fn simulate(
             backoff: cfg.backoff,
             outbox: outbox.clone(),
             policy: None,
+            waas: None,
             capture: None,
         });
         let rate = cfg.rate / cfg.defenders.max(1) as f64;

@@ -1,7 +1,8 @@
-//! Inventory against real artefacts: a binary built with `cargo auditable` (prepared fixture:
-//! cargo-auditable is not part of CI; see fixtures/auditable-hello.*), a Go binary built here
-//! when `go` is installed, a real Debian dpkg status (also as distroless's status.d), and the
-//! size bound.
+//! Inventory against real artefacts: a binary built with `cargo auditable` (a prepared fixture,
+//! and the same crate built in the test when cargo-auditable is installed; see
+//! fixtures/auditable-hello.*), a Go binary built here when `go` is installed, a real Debian
+//! dpkg status (also as distroless's status.d), a real SQLite rpmdb written by rpm (and one
+//! written in the test when rpm is installed, checked against `rpm -qa`), and the size bound.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -197,4 +198,207 @@ fn java_archive_maven_coordinates() {
         )]
     );
     assert_eq!(found[0].path, "/usr/share/java/log4j-api.jar");
+}
+
+/// (name, version, arch, source name, source version) of the rpm packages, sorted.
+fn rpm_rows(p: &[InventoryPackage]) -> Vec<String> {
+    let mut v: Vec<String> = p
+        .iter()
+        .filter(|p| p.kind == "rpm")
+        .map(|p| {
+            format!(
+                "{} {} {} {} {}",
+                p.name, p.version, p.arch, p.source_name, p.source_version
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn rpm_root(db: &Path) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    install(root.path(), "var/lib/rpm/rpmdb.sqlite", db);
+    install(
+        root.path(),
+        "etc/os-release",
+        &fixture("tests/fixtures/rpmdb/os-release-almalinux9"),
+    );
+    root
+}
+
+#[test]
+fn sqlite_rpmdb_lists_packages_with_epochs_and_source_rpms() {
+    let root = rpm_root(&fixture("tests/fixtures/rpmdb/rpmdb.sqlite"));
+    let inv = collect(&FsRoot::new(root.path())).inventory;
+    assert_eq!(inv.notes, Vec::<String>::new());
+    assert_eq!(inv.os.unwrap().id, "almalinux");
+    assert_eq!(
+        rpm_rows(&inv.packages),
+        vec![
+            "openssl-libs 1:3.0.1-46.el9_0 x86_64 openssl ",
+            "tzdata 2022a-1.el9 noarch  ",
+            "zlib 1.2.11-31.el9 x86_64  ",
+        ],
+        "tzdata's header spans overflow pages"
+    );
+}
+
+#[test]
+fn rpmdb_damage_and_old_forms_are_notes_not_guesses() {
+    let db = std::fs::read(fixture("tests/fixtures/rpmdb/rpmdb.sqlite")).unwrap();
+    // Truncated at every 4 KiB page boundary and cut mid-page: an error note, never a panic.
+    for cut in (0..db.len()).step_by(4096).chain([100, 5000, 70_000]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rpmdb.sqlite");
+        std::fs::write(&path, &db[..cut]).unwrap();
+        let root = rpm_root(&path);
+        let inv = collect(&FsRoot::new(root.path())).inventory;
+        assert!(
+            !inv.notes.is_empty() || rpm_rows(&inv.packages).len() == 3,
+            "cut at {cut}: silently short"
+        );
+    }
+    // Overwritten pages: still no panic.
+    let mut garbled = db.clone();
+    for i in (4096..garbled.len()).step_by(97) {
+        garbled[i] = garbled[i].wrapping_mul(31).wrapping_add(7);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rpmdb.sqlite"), &garbled).unwrap();
+    let root = rpm_root(&dir.path().join("rpmdb.sqlite"));
+    let _ = collect(&FsRoot::new(root.path()));
+
+    for (file, says) in [("Packages", "BerkeleyDB"), ("Packages.db", "NDB")] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("var/lib/rpm")).unwrap();
+        std::fs::write(root.path().join("var/lib/rpm").join(file), b"\0\0\0\0").unwrap();
+        let inv = collect(&FsRoot::new(root.path())).inventory;
+        assert!(
+            inv.notes
+                .iter()
+                .any(|n| n.contains(says) && n.contains("unsupported")),
+            "{:?}",
+            inv.notes
+        );
+        assert!(rpm_rows(&inv.packages).is_empty());
+    }
+}
+
+/// With Debian's rpm installed (deploy/install-deps.sh installs it), a database written now by
+/// the fixture script reads the same as `rpm -qa` says.
+#[test]
+fn sqlite_rpmdb_reader_agrees_with_rpm_itself() {
+    if std::process::Command::new("rpmbuild")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: rpm/rpmbuild not installed; the committed rpmdb fixture is still read");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("bash")
+        .arg(fixture("tests/fixtures/rpmdb/make-rpmdb.sh"))
+        .arg(out.path())
+        .env("HOME", out.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let db = out.path().join("rpmdb.sqlite");
+    let q = std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(out.path())
+        .args([
+            "-qa",
+            "--qf",
+            "%{NAME} %|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE} %{ARCH} %{SOURCERPM}\\n",
+        ])
+        .env("HOME", out.path())
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let mut expected: Vec<String> = String::from_utf8_lossy(&q.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let (src_name, src_vr) = f[3]
+                .strip_suffix(".src.rpm")
+                .and_then(|s| s.rsplit_once('-'))
+                .and_then(|(rest, rel)| {
+                    rest.rsplit_once('-')
+                        .map(|(n, v)| (n, format!("{v}-{rel}")))
+                })
+                .unwrap();
+            let vr = f[1].rsplit_once(':').map_or(f[1], |(_, vr)| vr);
+            format!(
+                "{} {} {} {} {}",
+                f[0],
+                f[1],
+                f[2],
+                if src_name == f[0] { "" } else { src_name },
+                if src_vr == vr { "" } else { src_vr.as_str() }
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    let root = rpm_root(&db);
+    let inv = collect(&FsRoot::new(root.path())).inventory;
+    assert_eq!(rpm_rows(&inv.packages), expected);
+}
+
+/// With cargo-auditable installed (deploy/install-deps.sh installs it), the fixture's crate is
+/// built now, and the fresh binary's dependency section is read.
+#[test]
+fn cargo_auditable_binary_built_in_the_test() {
+    let has = std::process::Command::new("cargo")
+        .args(["auditable", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        println!(
+            "SKIPPED: cargo-auditable is not installed; the prepared fixture binary is read instead"
+        );
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("src")).unwrap();
+    std::fs::copy(
+        fixture("tests/fixtures/auditable-hello.Cargo.toml"),
+        src.path().join("Cargo.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("tests/fixtures/auditable-hello.main.rs"),
+        src.path().join("src/main.rs"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("cargo")
+        .args(["auditable", "build", "--release", "--quiet"])
+        .current_dir(src.path())
+        .env("CARGO_TARGET_DIR", src.path().join("target"))
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = tempfile::tempdir().unwrap();
+    install(
+        root.path(),
+        "app/auditable-hello",
+        &src.path().join("target/release/auditable-hello"),
+    );
+    let found = binaries::read(&FsRoot::new(root.path()), &mut Budget { entries: 10_000 });
+    assert_eq!(
+        names(&found, "cargo"),
+        vec![("semver".to_string(), "1.0.28".to_string())]
+    );
 }

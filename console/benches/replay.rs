@@ -76,6 +76,7 @@ async fn run() {
         backoff: Backoff::default(),
         outbox: outbox.clone(),
         policy: None,
+        waas: None,
         capture: None,
     });
     let last = outbox.stats().last_seq;

@@ -384,6 +384,15 @@ pub struct ProtectArgs {
         value_name = "HOST:PORT"
     )]
     pub insecure_registry: Vec<String>,
+    /// Put the Defender's WAAS reverse proxy in front of APP_CONTAINER: the sidecar takes over
+    /// EXPOSED_PORT (the load balancer's container port) and forwards to the app, which moves to
+    /// an internal port; warnings say what to change in the service / target group.
+    #[arg(
+        long,
+        env = "DEFENDER_WAAS_TARGET",
+        value_name = "APP_CONTAINER:EXPOSED_PORT"
+    )]
+    pub waas: Option<String>,
 }
 
 /// `--mode` of `fargate protect`.

@@ -315,6 +315,12 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         mode: args.mode.into(),
         sidecar_name: args.sidecar_name.clone(),
         entrypoints,
+        waas: args
+            .waas
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(protect_error)?,
         ..ProtectOptions::default()
     };
     let mut resolve_warnings = Vec::new();

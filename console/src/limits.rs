@@ -215,6 +215,25 @@ pub fn bound_event(e: &mut Event) -> bool {
         Some(Kind::Notice(n)) => {
             cut |= bound_string(&mut n.message, MAX_MESSAGE_TEXT_BYTES);
         }
+        Some(Kind::Waas(w)) => {
+            // The Defender cuts these already; a Console bounds what it stores anyway.
+            for (s, max) in [
+                (&mut w.event_id, 64),
+                (&mut w.rule, MAX_RULE_BYTES),
+                (&mut w.family, 64),
+                (&mut w.effect, 16),
+                (&mut w.client_ip, 64),
+                (&mut w.method, 32),
+                (&mut w.path, 1024),
+                (&mut w.location, 32),
+                (&mut w.name, 256),
+                (&mut w.matched, 256),
+                (&mut w.message, 256),
+                (&mut w.listener, 64),
+            ] {
+                cut |= bound_string(s, max);
+            }
+        }
         Some(Kind::Inventory(inv)) => {
             cut |= bound_string(&mut inv.image_id, MAX_SHORT_FIELD_BYTES);
             cut |= bound_string(&mut inv.image, MAX_METADATA_FIELD_BYTES);

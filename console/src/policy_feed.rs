@@ -13,10 +13,20 @@ use crate::store::{PolicyVersion, Store};
 /// How often the database is checked for versions saved elsewhere.
 const POLL: Duration = Duration::from_secs(5);
 
+/// Which policy a feed distributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// The runtime policy (`runtime_policies`).
+    Runtime,
+    /// The WAAS policy (`waas_policies`), carried in `Welcome.waas` / `PolicyUpdate.waas`.
+    Waas,
+}
+
 /// The current policy, watched by every stream.
 #[derive(Clone)]
 pub struct PolicyFeed {
     tx: Arc<watch::Sender<Option<Policy>>>,
+    kind: PolicyKind,
 }
 
 fn to_wire(v: &PolicyVersion) -> Policy {
@@ -29,8 +39,16 @@ fn to_wire(v: &PolicyVersion) -> Policy {
 impl PolicyFeed {
     /// Starts with the version in force (None: Defenders keep their built-in default).
     pub fn new(initial: Option<&PolicyVersion>) -> Self {
+        Self::of_kind(PolicyKind::Runtime, initial)
+    }
+
+    /// A feed of `kind` starting with `initial`.
+    pub fn of_kind(kind: PolicyKind, initial: Option<&PolicyVersion>) -> Self {
         let (tx, _) = watch::channel(initial.map(to_wire));
-        Self { tx: Arc::new(tx) }
+        Self {
+            tx: Arc::new(tx),
+            kind,
+        }
     }
 
     /// Makes `v` the policy in force for every stream, unless a newer one already is.
@@ -63,10 +81,14 @@ impl PolicyFeed {
                 _ = &mut stop => return,
                 _ = tokio::time::sleep(POLL) => {}
             }
-            match store.current_policy().await {
+            let current = match self.kind {
+                PolicyKind::Runtime => store.current_policy().await,
+                PolicyKind::Waas => store.current_waas_policy().await,
+            };
+            match current {
                 Ok(Some(v)) => self.publish(&v),
                 Ok(None) => {}
-                Err(e) => tracing::warn!("reading the runtime policy failed: {e}"),
+                Err(e) => tracing::warn!(kind = ?self.kind, "reading the policy failed: {e}"),
             }
         }
     }

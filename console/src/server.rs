@@ -264,6 +264,14 @@ pub async fn start_full(
             .clone()
             .follow(store.clone(), wait_for(watch_rx.clone())),
     );
+    let waas = PolicyFeed::of_kind(
+        crate::policy_feed::PolicyKind::Waas,
+        store.current_waas_policy().await?.as_ref(),
+    );
+    tokio::spawn(
+        waas.clone()
+            .follow(store.clone(), wait_for(watch_rx.clone())),
+    );
     let ca_pem: Arc<str> = Arc::from(ca.cert_pem());
 
     let grpc_state = Arc::new(GrpcState {
@@ -275,6 +283,7 @@ pub async fn start_full(
         client_cert_validity: cfg.client_cert_validity,
         stopping: watch_rx.clone(),
         policy: policy.clone(),
+        waas: waas.clone(),
         lifecycle: lifecycle.clone(),
     });
     tokio::spawn(crate::lifecycle::run_retention(
@@ -302,6 +311,7 @@ pub async fn start_full(
         grpc_port: grpc_addr.port(),
         sans: Arc::from(sans.clone()),
         policy: policy.clone(),
+        waas: waas.clone(),
         lifecycle: lifecycle.clone(),
         edge: edge_stats.clone(),
     };

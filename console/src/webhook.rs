@@ -43,6 +43,38 @@ use crate::store::{Store, StoreError};
 
 /// Header carrying the audit's unique id (`<defender id>/<seq>`), for deduplication.
 pub const AUDIT_ID_HEADER: &str = "x-defender-audit-id";
+/// Header carrying a WAAS event's unique id (`<defender id>/<seq>`), for deduplication.
+pub const WAAS_ID_HEADER: &str = "x-defender-waas-id";
+
+/// What a forwarder delivers: a runtime audit or a WAAS event (each stream in order, with its
+/// own cursor).
+enum Item<'a> {
+    Audit(&'a AuditRecord),
+    Waas(&'a crate::store::waas::WaasRecord),
+}
+
+impl Item<'_> {
+    fn body(&self) -> Value {
+        match self {
+            Item::Audit(a) => audit_json(a, true),
+            Item::Waas(w) => crate::web::waas::waas_json(w),
+        }
+    }
+
+    fn id_header(&self) -> (&'static str, String) {
+        match self {
+            Item::Audit(a) => (AUDIT_ID_HEADER, format!("{}/{}", a.defender_id, a.seq)),
+            Item::Waas(w) => (WAAS_ID_HEADER, format!("{}/{}", w.defender_id, w.seq)),
+        }
+    }
+
+    fn who(&self) -> (&str, i64) {
+        match self {
+            Item::Audit(a) => (&a.defender_id, a.seq),
+            Item::Waas(w) => (&w.defender_id, w.seq),
+        }
+    }
+}
 /// Longest text field of a forwarded audit (characters); longer ones are cut and marked `…`.
 pub const MAX_TEXT_CHARS: usize = 4096;
 /// Longest metadata field (hostname, ARNs, rule, container) of a forwarded audit (characters).
@@ -304,18 +336,23 @@ pub async fn start(
     let client = client()?;
     store.sync_audit_index().await?;
     let newest = store.last_audit_rowid().await?;
+    let newest_waas = store.last_waas_rowid().await?;
     let mut handles = Vec::with_capacity(targets.len());
     for target in targets {
         let cursor = store
             .init_webhook_cursor(&target.cursor_key, newest)
             .await?;
-        tracing::info!(webhook = %target.origin, cursor, "forwarding runtime audits");
+        let waas_cursor = store
+            .init_webhook_cursor(&waas_key(&target.cursor_key), newest_waas)
+            .await?;
+        tracing::info!(webhook = %target.origin, cursor, waas_cursor, "forwarding runtime audits and WAAS events");
         let forwarder = Forwarder {
             store: store.clone(),
             client: client.clone(),
             target: Arc::new(target),
             timing,
             cursor,
+            waas_cursor,
         };
         handles.push(tokio::spawn(forwarder.run(stop.clone())));
     }
@@ -344,6 +381,13 @@ struct Forwarder {
     timing: Timing,
     /// Rowid of the last delivered audit (as committed in `webhook_cursor`).
     cursor: i64,
+    /// Rowid of the last delivered WAAS event (committed under [`waas_key`]).
+    waas_cursor: i64,
+}
+
+/// The `webhook_cursor` key of a target's WAAS stream.
+fn waas_key(cursor_key: &str) -> String {
+    format!("waas {cursor_key}")
 }
 
 /// Resolves when `stop` turns true (or its sender is gone).
@@ -366,7 +410,12 @@ impl Forwarder {
             if *stop.borrow() {
                 return;
             }
-            let batch = match self.store.audits_after(self.cursor, BATCH).await {
+            let read = async {
+                let a = self.store.audits_after(self.cursor, BATCH).await?;
+                let w = self.store.waas_after(self.waas_cursor, BATCH).await?;
+                Ok::<_, crate::store::StoreError>((a, w))
+            };
+            let (batch, waas) = match read.await {
                 Ok(b) => {
                     read_backoff = self.timing.backoff_initial;
                     b
@@ -381,7 +430,7 @@ impl Forwarder {
                     continue;
                 }
             };
-            if batch.is_empty() {
+            if batch.is_empty() && waas.is_empty() {
                 tokio::select! {
                     _ = stopped(&mut stop) => return,
                     _ = tokio::time::sleep(self.timing.poll) => {}
@@ -389,11 +438,22 @@ impl Forwarder {
                 continue;
             }
             for audit in batch {
+                let item = Item::Audit(&audit);
                 let delivered = tokio::select! {
                     _ = stopped(&mut stop) => return,
-                    () = self.deliver_until_accepted(&audit) => true,
+                    () = self.deliver_until_accepted(&item) => true,
                 };
-                if delivered && !self.commit(audit.id, &mut stop).await {
+                if delivered && !self.commit(false, audit.id, &mut stop).await {
+                    return;
+                }
+            }
+            for w in waas {
+                let item = Item::Waas(&w);
+                let delivered = tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    () = self.deliver_until_accepted(&item) => true,
+                };
+                if delivered && !self.commit(true, w.id, &mut stop).await {
                     return;
                 }
             }
@@ -402,14 +462,15 @@ impl Forwarder {
 
     /// Posts `audit` until a 2xx, waiting with capped exponential backoff and jitter between
     /// tries. Cancelled (by the caller's `select!`) when the Console stops.
-    async fn deliver_until_accepted(&self, audit: &AuditRecord) {
+    async fn deliver_until_accepted(&self, audit: &Item<'_>) {
+        let (defender_id, seq) = audit.who();
         let mut backoff = self.timing.backoff_initial;
         let mut attempt: u32 = 1;
         loop {
             match self.post(audit).await {
                 Ok(()) => {
                     if attempt > 1 {
-                        tracing::info!(webhook = %self.target.origin, defender_id = %audit.defender_id, seq = audit.seq, attempt, "audit delivered after retries");
+                        tracing::info!(webhook = %self.target.origin, defender_id = %defender_id, seq, attempt, "delivered after retries");
                     }
                     return;
                 }
@@ -417,8 +478,8 @@ impl Forwarder {
                     let wait = jitter(backoff);
                     tracing::warn!(
                         webhook = %self.target.origin,
-                        defender_id = %audit.defender_id,
-                        seq = audit.seq,
+                        defender_id = %defender_id,
+                        seq,
                         attempt,
                         retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                         "audit webhook delivery failed: {why}"
@@ -433,16 +494,21 @@ impl Forwarder {
 
     /// Saves the cursor after a delivery, retrying until the database takes it; false when the
     /// Console stops first (the audit is then delivered again after the restart).
-    async fn commit(&mut self, rowid: i64, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn commit(&mut self, waas: bool, rowid: i64, stop: &mut watch::Receiver<bool>) -> bool {
         let mut backoff = self.timing.backoff_initial;
+        let key = if waas {
+            waas_key(&self.target.cursor_key)
+        } else {
+            self.target.cursor_key.clone()
+        };
         loop {
-            match self
-                .store
-                .set_webhook_cursor(&self.target.cursor_key, rowid)
-                .await
-            {
+            match self.store.set_webhook_cursor(&key, rowid).await {
                 Ok(()) => {
-                    self.cursor = rowid;
+                    if waas {
+                        self.waas_cursor = rowid;
+                    } else {
+                        self.cursor = rowid;
+                    }
                     return true;
                 }
                 Err(e) => {
@@ -459,8 +525,8 @@ impl Forwarder {
 
     /// One delivery: POST, then a 2xx within the timeout (the answer's body is read, bounded,
     /// and dropped). The error text never holds header values or the URL's path.
-    async fn post(&self, audit: &AuditRecord) -> Result<(), String> {
-        let body = serde_json::to_vec(&audit_json(audit, true)).map_err(|e| e.to_string())?;
+    async fn post(&self, audit: &Item<'_>) -> Result<(), String> {
+        let body = serde_json::to_vec(&audit.body()).map_err(|e| e.to_string())?;
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.target.uri.clone())
@@ -471,10 +537,11 @@ impl Forwarder {
             )
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("building the request: {e}"))?;
-        let id = HeaderValue::from_str(&format!("{}/{}", audit.defender_id, audit.seq))
+        let (id_name, id_value) = audit.id_header();
+        let id = HeaderValue::from_str(&id_value)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let headers = req.headers_mut();
-        headers.insert(AUDIT_ID_HEADER, id);
+        headers.insert(id_name, id);
         for (name, value) in &self.target.headers {
             headers.append(name, value.clone());
         }

@@ -13,7 +13,8 @@ use defender_taskdef::{DEFAULT_DEFENDER_IMAGE, MAX_INPUT_BYTES};
 use serde_json::Value;
 
 /// Environment variables of `fargate protect`; cleared so the caller's shell cannot leak in.
-const ENV_VARS: [&str; 9] = [
+const ENV_VARS: [&str; 10] = [
+    "DEFENDER_WAAS_TARGET",
     "CONSOLE_ADDR",
     "DEFENDER_IMAGE",
     "INSTALL_BUNDLE",
@@ -402,4 +403,39 @@ async fn new_bundle_creates_a_token_the_console_accepts() {
             .unwrap()
             .is_some()
     );
+}
+
+#[test]
+fn waas_moves_the_exposed_port_to_the_sidecar_and_says_what_to_change() {
+    let file = data("nginx.json");
+    let out = run(&["--waas", "nginx:80", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let containers = task["containerDefinitions"].as_array().unwrap();
+    let app = containers.iter().find(|c| c["name"] == "nginx").unwrap();
+    let side = containers.iter().find(|c| c["name"] == "defender").unwrap();
+    assert!(app.get("portMappings").is_none(), "{app}");
+    assert_eq!(side["portMappings"][0]["containerPort"], 80);
+    assert_eq!(side["portMappings"][0]["name"], "nginx-80-tcp");
+    let env = side["environment"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "DEFENDER_WAAS" && e["value"] == "0.0.0.0:80=127.0.0.1:10080"),
+        "{env:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("change containerName from \"nginx\" to \"defender\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("must now listen on port 10080"), "{stderr}");
+    // A port the container does not map is refused, with nothing on stdout.
+    let out = run(&["--waas", "nginx:8080", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maps no containerPort 8080"));
 }

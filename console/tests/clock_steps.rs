@@ -102,6 +102,7 @@ async fn clock_steps_neither_disconnect_nor_misdate_a_live_defender() {
         },
         outbox: Outbox::open(&agent.path().join("spool"), SpoolConfig::default()).unwrap(),
         policy: None,
+        waas: None,
         capture: None,
     });
     let mut state = link.state();

@@ -42,6 +42,7 @@ fn link_config(bundle: &str, dir: &std::path::Path, host: &str) -> LinkConfig {
         },
         outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
         policy: None,
+        waas: None,
         capture: None,
     }
 }

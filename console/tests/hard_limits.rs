@@ -520,6 +520,7 @@ async fn refused_batch_backs_off_instead_of_reconnecting_in_a_tight_loop() {
         },
         outbox: outbox.clone(),
         policy: None,
+        waas: None,
         capture: None,
     });
     let mut state = link.state();

@@ -68,6 +68,7 @@ fn link_config(bundle: &str, dir: &Path, host: &str) -> LinkConfig {
         },
         outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
         policy: None,
+        waas: None,
         capture: None,
     }
 }
@@ -874,6 +875,7 @@ async fn a_defender_keeps_its_id_across_renewals_and_without_its_enrollment_toke
         backoff: Backoff::default(),
         outbox,
         policy: None,
+        waas: None,
         capture: None,
     });
     assert_eq!(wait_connected(&link).await, id);

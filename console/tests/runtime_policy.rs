@@ -75,6 +75,7 @@ fn link_config(
         },
         outbox: Outbox::open(&dir.join("spool"), SpoolConfig::default()).unwrap(),
         policy: Some(policy),
+        waas: None,
         capture: None,
     }
 }

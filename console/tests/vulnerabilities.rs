@@ -457,3 +457,230 @@ async fn inventory_is_matched_and_new_records_apply_to_running_images() {
 
     child.kill().await.unwrap();
 }
+
+/// An ECS task metadata endpoint (v4 `/task`) on 127.0.0.1, answering every request with
+/// `body`: the application container `app` (no health check) and the Defender sidecar.
+async fn serve_task_metadata(body: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/v4/task-meta")
+}
+
+/// Sidecar mode end to end, with real processes: the Defender sidecar and an "application
+/// container" share a pid namespace (`pidMode: task`), the application runs chrooted in its
+/// own mount namespace on a prepared AlmaLinux 9 root with a real SQLite rpmdb, and the
+/// sidecar inventories it through `/proc/<pid>/root`. The image (keyed by the digest the task
+/// metadata gives) reaches the Console and matches real AlmaLinux advisories; the compliance
+/// results say the container has no health check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_inventories_the_app_container_through_its_proc_root() {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: namespaces and chroot need root");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let task = tempfile::tempdir().unwrap();
+    let app_root = tempfile::tempdir().unwrap();
+    let r = app_root.path();
+    let agent_fixture = |p: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../agent/tests/fixtures")
+            .join(p)
+    };
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::create_dir_all(r.join("var/lib/rpm")).unwrap();
+    std::fs::copy(
+        agent_fixture("rpmdb/os-release-almalinux9"),
+        r.join("etc/os-release"),
+    )
+    .unwrap();
+    std::fs::copy(
+        agent_fixture("rpmdb/rpmdb.sqlite"),
+        r.join("var/lib/rpm/rpmdb.sqlite"),
+    )
+    .unwrap();
+
+    let console = start_console(data.path(), Duration::from_millis(500)).await;
+    let token = api_token(&console).await;
+    let base = format!("http://{}", console.http_addr);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_defender-console"))
+        .args(["vulndb", "import", "--data-dir"])
+        .arg(data.path())
+        .arg(vuln_fixture("ALSA-2022-7314.json"))
+        .arg(vuln_fixture("ALSA-2023-0946.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let digest = "sha256:3f1c6c2ab47c1a2c5e3e0c9f0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
+    let metadata = serve_task_metadata(format!(
+        r#"{{"Cluster": "prod", "TaskARN": "arn:aws:ecs:eu-west-1:123456789012:task/prod/0123456789abcdef",
+            "Family": "alma-task", "Revision": "7", "LaunchType": "FARGATE",
+            "Containers": [
+              {{"Name": "app", "Image": "registry.example/alma-app:1", "ImageID": "{digest}", "DockerId": "a1"}},
+              {{"Name": "defender", "Image": "registry.example/fargate-defender:0.1", "ImageID": "sha256:dd",
+                "DockerId": "d1", "Health": {{"status": "HEALTHY"}}}}
+            ]}}"#
+    ))
+    .await;
+
+    // One pid namespace for the task; the app in a mount namespace of its own, chrooted. The
+    // sidecar starts once the app's root is the prepared one (bounded wait), as in a task
+    // whose containers are created before they run.
+    let bundle = bundle_b64(data.path(), &console).await;
+    let script = r#"
+        unshare --mount perl -e 'chroot($ARGV[0]) or die "chroot: $!"; chdir("/"); sleep 300' "$APP_ROOT" &
+        app=$!
+        i=0
+        while [ "$(readlink /proc/$app/root)" != "$APP_ROOT" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+        "$DEFENDER" fargate sidecar --mode sidecar --data-dir "$TASK/data" --socket "$TASK/defender.sock" &
+        wait
+    "#;
+    let mut task_ns = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("APP_ROOT", r)
+        .env("DEFENDER", defender_bin())
+        .env("TASK", task.path())
+        .env("INSTALL_BUNDLE", &bundle)
+        .env("ECS_CONTAINER_METADATA_URI_V4", &metadata)
+        .env("DEFENDER_INVENTORY_INTERVAL", "1")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let image = eventually("the app container's image", WAIT, || async {
+        let (_, j) = get_json(&format!("{base}/api/v1/images"), &token).await;
+        j["images"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    assert_eq!(image["id"], digest, "keyed by the task metadata's digest");
+    assert_eq!(image["name"], "registry.example/alma-app:1");
+    assert_eq!(image["os"], "AlmaLinux 9.0 (Emerald Puma)");
+    assert_eq!(image["total_packages"], 3);
+    assert_eq!(image["defenders"][0]["container"], "app");
+    let (_, images) = get_json(&format!("{base}/api/v1/images"), &token).await;
+    assert_eq!(
+        images["images"].as_array().unwrap().len(),
+        1,
+        "only the app container: the sidecar's own mount namespace is skipped"
+    );
+    let defender_id = image["defenders"][0]["defender_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = defenders(&console, &token, "").await;
+    assert_eq!(list[0]["mode"], "sidecar");
+
+    let enc = digest.replace(':', "%3A");
+    let (_, vulns) = get_json(
+        &format!("{base}/api/v1/images/{enc}/vulnerabilities"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        ids(&vulns),
+        vec![
+            "ALSA-2022:7314 zlib 1.2.11-31.el9",
+            "ALSA-2023:0946 openssl-libs 1:3.0.1-46.el9_0",
+        ]
+    );
+    let zlib = vulns["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["package"] == "zlib")
+        .unwrap();
+    assert_eq!(
+        (
+            zlib["fixed_version"].as_str(),
+            zlib["severity"].as_str(),
+            zlib["ecosystem"].as_str()
+        ),
+        (Some("1.2.11-32.el9_0"), Some("medium"), Some("AlmaLinux:9"))
+    );
+    let (_, pkgs) = get_json(&format!("{base}/api/v1/images/{enc}/packages"), &token).await;
+    let ossl = pkgs["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "openssl-libs")
+        .unwrap();
+    assert_eq!(
+        (
+            ossl["kind"].as_str(),
+            ossl["source_name"].as_str(),
+            ossl["arch"].as_str()
+        ),
+        (Some("rpm"), Some("openssl"), Some("x86_64"))
+    );
+    // Where is CVE-2022-37434 running? (AlmaLinux names its CVEs under `related`.)
+    let (_, found) = get_json(
+        &format!("{base}/api/v1/vulnerabilities?id=CVE-2022-37434"),
+        &token,
+    )
+    .await;
+    assert_eq!(found["images"][0]["id"], digest);
+
+    // Compliance of the app container, from the task metadata: no health check.
+    let results = eventually("compliance results", WAIT, || async {
+        let (_, j) = get_json(
+            &format!("{base}/api/v1/compliance?defender={defender_id}"),
+            &token,
+        )
+        .await;
+        j["results"].as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .await;
+    let health = results
+        .iter()
+        .find(|r| r["check_id"] == "defender-102")
+        .expect("defender-102 reported");
+    assert_eq!(health["passed"], false);
+    assert_eq!(health["cis"], "4.6");
+    assert!(
+        health["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no healthCheck"),
+        "{health}"
+    );
+
+    task_ns.kill().await.unwrap();
+}

@@ -8,6 +8,8 @@
 //! be added"), the `family` rule ("up to 255 letters, numbers, hyphens and underscores"), and
 //! App Mesh's `ProxyConfiguration` properties (`EgressIgnoredPorts`).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::error::ProtectError;
@@ -64,7 +66,10 @@ fn is_windows_image(image: &str) -> bool {
 
 /// Refuses a Windows task definition that no `runtimePlatform` marks as such (EC2 Windows):
 /// PowerShell/cmd entry points, `C:\` paths, Windows base images.
-pub(crate) fn refuse_windows(task: &Map<String, Value>) -> Result<(), ProtectError> {
+pub(crate) fn refuse_windows(
+    task: &Map<String, Value>,
+    stated_entrypoints: &BTreeMap<String, Vec<String>>,
+) -> Result<(), ProtectError> {
     for container in containers(task).iter().filter_map(Value::as_object) {
         let name = container_name(container).unwrap_or_default().to_owned();
         let found = |evidence: String| ProtectError::WindowsDetected {
@@ -76,12 +81,18 @@ pub(crate) fn refuse_windows(task: &Map<String, Value>) -> Result<(), ProtectErr
         {
             return Err(found(format!("runs the Windows image {image:?}")));
         }
-        let argv: Vec<String> = ["entryPoint", "command"]
+        // An entry point stated with `--entrypoint NAME=…` stands for the image's.
+        let entry_point = stated_entrypoints
+            .get(&name)
+            .cloned()
+            .or_else(|| string_list(container.get("entryPoint")));
+        let argv: Vec<String> = entry_point
             .iter()
-            .filter_map(|k| string_list(container.get(*k)))
             .flatten()
+            .cloned()
+            .chain(string_list(container.get("command")).into_iter().flatten())
             .collect();
-        if let Some(first) = string_list(container.get("entryPoint"))
+        if let Some(first) = entry_point
             .and_then(|e| e.into_iter().next())
             .filter(|p| is_windows_shell(p))
         {

@@ -22,6 +22,7 @@ mod protect;
 mod register_model;
 mod sidecar_edits;
 mod unwrap;
+pub mod waas;
 
 use serde_json::Value;
 
@@ -60,13 +61,18 @@ pub fn protect(input: &str, opts: &ProtectOptions) -> Result<Protected, ProtectE
         .get("runtimePlatform")
         .and_then(|p| p.get("operatingSystemFamily"))
         .is_some();
-    if !os_stated {
-        ecs_rules::refuse_windows(&task)?;
-    }
+    // Judged on the unwrapped definition with the entry points the operator stated, so that a
+    // definition and its protected form get the same answer (idempotence).
     let unwrapped = unwrap::unwrap(&mut task);
+    if !os_stated {
+        ecs_rules::refuse_windows(&task, &opts.entrypoints)?;
+    }
     ecs_rules::refuse_too_many_containers(&task)?;
     ecs_rules::warn_registration_rules(&task, &mut warnings);
     protect::apply(&mut task, opts, &unwrapped, &mut warnings)?;
+    if let Some(target) = &opts.waas {
+        waas::apply(&mut task, target, &opts.sidecar_name, &mut warnings)?;
+    }
     if opts.mode == Mode::Embedded {
         ecs_rules::warn_drop_all(&task, &mut warnings);
     }

@@ -35,6 +35,9 @@ pub struct ProtectOptions {
     /// Image ENTRYPOINT/CMD and Defender image platforms looked up by the Console
     /// (`--resolve-images`); empty when nothing was looked up.
     pub resolved_images: ResolvedImages,
+    /// `--waas APP_CONTAINER:EXPOSED_PORT`: the sidecar's WAAS proxy takes over the exposed
+    /// port and forwards to the app on an internal one.
+    pub waas: Option<crate::waas::WaasTarget>,
 }
 
 impl Default for ProtectOptions {
@@ -47,6 +50,7 @@ impl Default for ProtectOptions {
             sidecar_name: DEFAULT_SIDECAR_NAME.to_owned(),
             entrypoints: BTreeMap::new(),
             resolved_images: ResolvedImages::default(),
+            waas: None,
         }
     }
 }

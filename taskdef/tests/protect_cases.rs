@@ -481,6 +481,30 @@ fn windows_without_runtime_platform_is_refused_in_both_modes() {
     assert!(protect(&linux.to_string(), &ProtectOptions::default()).is_ok());
 }
 
+/// A Windows entry point stated with `--entrypoint` is refused on the first protection, not
+/// only when the protected output (which carries it wrapped) is protected again.
+#[test]
+fn a_stated_windows_entry_point_is_refused_at_once_and_the_same_way_again() {
+    let task = json!({"family": "f", "containerDefinitions": [{"name": "a", "image": "app:1", "command": ["run"]}]});
+    let opts = ProtectOptions {
+        entrypoints: [("a".to_owned(), vec!["C:\\app\\run.exe".to_owned()])].into(),
+        ..ProtectOptions::default()
+    };
+    let err = protect(&task.to_string(), &opts).expect_err("refused");
+    assert!(
+        matches!(&err, ProtectError::WindowsDetected { container, .. } if container == "a"),
+        "{err:?}"
+    );
+    // The same override on a Linux path protects, and protecting the output again is a no-op.
+    let opts = ProtectOptions {
+        entrypoints: [("a".to_owned(), vec!["/app/run".to_owned()])].into(),
+        ..ProtectOptions::default()
+    };
+    let out = protect(&task.to_string(), &opts).expect("protected");
+    let again = protect(&out.task_definition.to_string(), &opts).expect("protected again");
+    assert_eq!(again.task_definition, out.task_definition);
+}
+
 #[test]
 fn app_mesh_lets_the_defender_reach_the_console_directly() {
     let input = case("app-mesh.json");

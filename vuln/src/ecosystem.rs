@@ -9,7 +9,8 @@ pub enum Ecosystem {
     Debian,
     /// Alpine, Wolfi, Chainguard: apk-tools ordering.
     Alpine,
-    /// Red Hat, AlmaLinux, Rocky Linux, SUSE, openSUSE, Mageia: rpm `rpmvercmp` with epoch.
+    /// Red Hat, AlmaLinux, Rocky Linux, Azure Linux, SUSE, openSUSE, Mageia, openEuler: rpm's
+    /// `rpmvercmp` with epoch.
     Rpm,
     /// PEP 440.
     PyPI,
@@ -30,8 +31,8 @@ impl Ecosystem {
         match base {
             "Debian" | "Ubuntu" => Self::Debian,
             "Alpine" | "Wolfi" | "Chainguard" => Self::Alpine,
-            "Red Hat" | "AlmaLinux" | "Rocky Linux" | "SUSE" | "openSUSE" | "Mageia"
-            | "openEuler" => Self::Rpm,
+            "Red Hat" | "AlmaLinux" | "Rocky Linux" | "Azure Linux" | "SUSE" | "openSUSE"
+            | "Mageia" | "openEuler" => Self::Rpm,
             "PyPI" => Self::PyPI,
             "npm" | "crates.io" => Self::SemVer,
             "Go" => Self::Go,
@@ -123,7 +124,8 @@ pub struct OsRelease {
 
 /// The OSV ecosystem of an OS package kind (`deb`, `apk`, `rpm`) on `os`, or of a language
 /// package kind (`python`, `npm`, `java`, `go`, `cargo`); `None` when OSV has no feed for it
-/// (say, an unknown distribution).
+/// (an unknown distribution, or Amazon Linux and Fedora, whose advisories osv.dev does not
+/// carry: their packages are listed but match no record).
 pub fn inventory_ecosystem(kind: &str, os: &OsRelease) -> Option<String> {
     let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
     let major_minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
@@ -144,7 +146,9 @@ pub fn inventory_ecosystem(kind: &str, os: &OsRelease) -> Option<String> {
         "rpm" => match id {
             "almalinux" => format!("AlmaLinux:{}", major(v)),
             "rocky" => format!("Rocky Linux:{}", major(v)),
+            // UBI images say `rhel` too.
             "rhel" => format!("Red Hat:{}", major(v)),
+            "azurelinux" => format!("Azure Linux:{}", major(v)),
             "mageia" => format!("Mageia:{}", major(v)),
             "opensuse-leap" => format!("openSUSE:Leap {v}"),
             _ => return None,

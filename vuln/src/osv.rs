@@ -121,10 +121,19 @@ impl Record {
     }
 
     /// The id and every alias and upstream id, deduplicated, the id first: what a search for
-    /// "CVE-2024-…" looks through.
+    /// "CVE-2024-…" looks through. The rpm distributions' advisories (AlmaLinux ALSA, Rocky
+    /// RLSA, Red Hat RHSA) name the CVEs they fix under `related`; those CVE ids count too.
     pub fn all_ids(&self) -> Vec<String> {
         let mut ids = vec![self.id.clone()];
-        for a in self.aliases.iter().chain(&self.upstream) {
+        let rpm_advisory = self.affected.iter().any(|a| {
+            crate::ecosystem::Ecosystem::of(&a.package.ecosystem)
+                == crate::ecosystem::Ecosystem::Rpm
+        });
+        let related = self
+            .related
+            .iter()
+            .filter(|r| rpm_advisory && r.starts_with("CVE-"));
+        for a in self.aliases.iter().chain(&self.upstream).chain(related) {
             if !ids.contains(a) {
                 ids.push(a.clone());
             }

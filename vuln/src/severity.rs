@@ -103,6 +103,21 @@ fn text_rating(v: &Option<serde_json::Value>, keys: &[&str]) -> Option<Rating> {
         .find_map(|k| obj.get(*k)?.as_str().and_then(Rating::parse))
 }
 
+/// Red Hat's rating as its rebuilds' advisories state it, in the summary
+/// (`"Moderate: zlib security update"`): AlmaLinux and Rocky Linux records carry no CVSS.
+fn summary_rating(record: &Record, affected: &Affected) -> Option<Rating> {
+    if crate::ecosystem::Ecosystem::of(&affected.package.ecosystem)
+        != crate::ecosystem::Ecosystem::Rpm
+    {
+        return None;
+    }
+    let (word, _) = record.summary.split_once(':')?;
+    match word.trim() {
+        "Critical" | "Important" | "Moderate" | "Low" => Rating::parse(word),
+        _ => None,
+    }
+}
+
 /// The severity of `affected` within `record`.
 pub fn severity_of(record: &Record, affected: &Affected) -> SeverityInfo {
     if let Some((score, vector)) =
@@ -124,7 +139,8 @@ pub fn severity_of(record: &Record, affected: &Affected) -> SeverityInfo {
                 .chain(&affected.severity)
                 .find(|s| s.kind == "Ubuntu")
                 .and_then(|s| Rating::parse(&s.score))
-        });
+        })
+        .or_else(|| summary_rating(record, affected));
     SeverityInfo {
         rating: stated.unwrap_or(Rating::Unknown),
         cvss_score: None,

@@ -1,8 +1,9 @@
 //! Version ordering per ecosystem. Well-kept crates where they exist — `debversion`
-//! (deb-version(7)), `pep440_rs` (PEP 440), `semver` (SemVer 2.0 for npm, crates.io and Go) —
-//! and this module's own comparators where none does: apk-tools ordering ([`apk_cmp`]), rpm's
-//! `rpmvercmp` with epochs ([`rpm_cmp`]) and Maven's ComparableVersion ([`maven_cmp`]), each
-//! table-tested below with the cases their reference implementations document.
+//! (deb-version(7)), `pep440_rs` (PEP 440), `semver` (SemVer 2.0 for npm, crates.io and Go),
+//! `rpm-version` (rpm's `rpmvercmp` with epochs, [`rpm_cmp`]) — and this module's own
+//! comparators where none does: apk-tools ordering ([`apk_cmp`]) and Maven's
+//! ComparableVersion ([`maven_cmp`]). Each is table-tested below with the cases their
+//! reference implementations document.
 
 use std::cmp::Ordering;
 use std::str::FromStr;
@@ -107,105 +108,20 @@ fn cmp_numeric(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// rpm's `rpmvercmp` for one version or release string: alternating digit and letter segments,
-/// separators ignored, `~` sorts before everything (pre-releases), `^` after the base but
-/// before any other addition; a numeric segment is newer than an alphabetic one.
-pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
-    if a == b {
-        return Ordering::Equal;
-    }
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        // Skip separators (anything not alphanumeric, ~ or ^).
-        let sep = |c: &u8| !c.is_ascii_alphanumeric() && *c != b'~' && *c != b'^';
-        while x.first().is_some_and(sep) {
-            x = &x[1..];
-        }
-        while y.first().is_some_and(sep) {
-            y = &y[1..];
-        }
-        match (x.first(), y.first()) {
-            (Some(b'~'), Some(b'~')) => {
-                x = &x[1..];
-                y = &y[1..];
-                continue;
-            }
-            (Some(b'~'), _) => return Ordering::Less,
-            (_, Some(b'~')) => return Ordering::Greater,
-            (Some(b'^'), Some(b'^')) => {
-                x = &x[1..];
-                y = &y[1..];
-                continue;
-            }
-            (Some(b'^'), None) => return Ordering::Greater,
-            (None, Some(b'^')) => return Ordering::Less,
-            (Some(b'^'), _) => return Ordering::Less,
-            (_, Some(b'^')) => return Ordering::Greater,
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            _ => {}
-        }
-        let digit = x[0].is_ascii_digit();
-        let take = |s: &[u8]| {
-            s.iter()
-                .take_while(|c| {
-                    if digit {
-                        c.is_ascii_digit()
-                    } else {
-                        c.is_ascii_alphabetic()
-                    }
-                })
-                .count()
-        };
-        let (nx, ny) = (take(x), take(y));
-        if ny == 0 {
-            // Different segment kinds: numeric is newer.
-            return if digit {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
-        }
-        let (sx, sy) = (&x[..nx], &y[..ny]);
-        let (sx, sy) = (
-            std::str::from_utf8(sx).unwrap_or(""),
-            std::str::from_utf8(sy).unwrap_or(""),
-        );
-        let o = if digit {
-            cmp_numeric(sx, sy)
-        } else {
-            sx.cmp(sy)
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
-        x = &x[nx..];
-        y = &y[ny..];
-    }
-}
-
-/// `[epoch:]version[-release]` of rpm, compared epoch, then version, then release (a missing
-/// release compares equal, as rpm does for dependency ranges).
+/// `[epoch:]version[-release]` of rpm, ordered as rpm orders them (`rpmvercmp` on epoch,
+/// version, then release: `~` before everything, `^` after the base but before any other
+/// addition, numeric segments newer than alphabetic ones), by the `rpm-version` crate of the
+/// rpm-rs project. When one side has no release, only epoch and version are compared, as rpm
+/// does for a dependency range without a release (`openssl >= 1:3.0.7`).
 pub fn rpm_cmp(a: &str, b: &str) -> Ordering {
-    fn evr(s: &str) -> (u64, &str, Option<&str>) {
-        let (epoch, rest) = match s.split_once(':') {
-            Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) => (e.parse().unwrap_or(0), r),
-            _ => (0, s),
-        };
-        match rest.rsplit_once('-') {
-            Some((v, r)) => (epoch, v, Some(r)),
-            None => (epoch, rest, None),
-        }
-    }
-    let (ea, va, ra) = evr(a);
-    let (eb, vb, rb) = evr(b);
-    ea.cmp(&eb)
-        .then_with(|| rpmvercmp(va, vb))
-        .then_with(|| match (ra, rb) {
-            (Some(x), Some(y)) => rpmvercmp(x, y),
-            _ => Ordering::Equal,
-        })
+    let (ea, va, ra) = rpm_version::Evr::parse_values(a);
+    let (eb, vb, rb) = rpm_version::Evr::parse_values(b);
+    let (ra, rb) = if ra.is_empty() || rb.is_empty() {
+        ("", "")
+    } else {
+        (ra, rb)
+    };
+    rpm_version::Evr::new(ea, va, ra).cmp(&rpm_version::Evr::new(eb, vb, rb))
 }
 
 /// apk-tools version ordering (`apk version -t`): dotted numbers, an optional letter,
@@ -501,6 +417,30 @@ mod tests {
                 ("3.0.7-24.el9", "3.0.7-25.el9", Less),
                 ("2.0-1", "2.0", Equal), // no release on one side
                 ("0:3.0.7-24.el9", "3.0.7-24.el9", Equal),
+                // rpm's own tests (tests/rpmvercmp.at).
+                ("1.0", "1.0", Equal),
+                ("1.0", "2.0", Less),
+                ("2.0.1", "2.0.1a", Less),
+                ("5.5p1", "5.5p10", Less),
+                ("5.5p10", "5.5p1", Greater),
+                ("10xyz", "10.1xyz", Less),
+                ("xyz10", "xyz10.1", Less),
+                ("xyz.4", "8", Less),
+                ("2_0", "2.0", Equal),
+                ("a+", "a_", Equal),
+                ("1.0~rc1", "1.0~rc1", Equal),
+                ("1.0~rc1", "1.0~rc2", Less),
+                ("1.0~rc1~git123", "1.0~rc1", Less),
+                ("1.0^", "1.0", Greater),
+                ("1.0^git1", "1.0^git2", Less),
+                ("1.0^git1", "1.01", Less),
+                ("1.0^20160101", "1.0.1", Less),
+                ("1.0~rc1^git1", "1.0~rc1", Greater),
+                ("1.0^git1~pre", "1.0^git1", Less),
+                // Epochs dominate, and a missing epoch is 0.
+                ("1:3.0.1-46.el9_0", "3.0.1-48.el9", Greater),
+                ("1:3.0.1-46.el9_0", "1:3.0.1-47.el9_1", Less),
+                ("1.2.11-31.el9", "1.2.11-32.el9_0", Less),
             ],
         );
     }

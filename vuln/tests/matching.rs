@@ -166,3 +166,50 @@ fn withdrawn_records_match_nothing() {
             .is_empty()
     );
 }
+
+/// Real AlmaLinux 9 advisories (binary package names, rpm versions with epochs, the rating in
+/// the summary) against the packages of the rpmdb fixture (agent/tests/fixtures/rpmdb).
+#[test]
+fn almalinux_records_match_rpm_versions_with_epochs() {
+    let ix = Index::new(vec![
+        fixture("ALSA-2022-7314.json"),
+        fixture("ALSA-2023-0946.json"),
+    ]);
+    let os = OsRelease {
+        id: "almalinux".into(),
+        version_id: "9.0".into(),
+    };
+    let eco = inventory_ecosystem("rpm", &os).unwrap();
+    assert_eq!(eco, "AlmaLinux:9");
+    let zlib = ix.find(&PackageKey::of_record(&eco, "zlib"), "1.2.11-31.el9");
+    assert_eq!(zlib.len(), 1);
+    assert_eq!(zlib[0].record_id, "ALSA-2022:7314");
+    assert_eq!(zlib[0].ids, vec!["ALSA-2022:7314", "CVE-2022-37434"]);
+    assert_eq!(zlib[0].fixed.as_deref(), Some("1.2.11-32.el9_0"));
+    assert_eq!(zlib[0].severity.rating, Rating::Medium, "Moderate:");
+    assert_eq!(zlib[0].severity.cvss_score, None);
+    assert!(
+        ix.find(&PackageKey::of_record(&eco, "zlib"), "1.2.11-32.el9_0")
+            .is_empty()
+    );
+    let ossl = PackageKey::of_record(&eco, "openssl-libs");
+    assert_eq!(ix.find(&ossl, "1:3.0.1-46.el9_0").len(), 1);
+    assert!(ix.find(&ossl, "1:3.0.1-47.el9_1").is_empty());
+    // Without the epoch a higher version-release is still older than 1:….
+    assert_eq!(ix.find(&ossl, "3.0.7-1.el9").len(), 1);
+    assert!(ix.find(&ossl, "1:3.0.7-1.el9").is_empty());
+    // Another release's ecosystem does not meet.
+    assert!(
+        ix.find(
+            &PackageKey::of_record("AlmaLinux:8", "zlib"),
+            "1.2.11-31.el9"
+        )
+        .is_empty()
+    );
+    // Amazon Linux: inventoried, but osv.dev carries no feed for it.
+    let amzn = OsRelease {
+        id: "amzn".into(),
+        version_id: "2023".into(),
+    };
+    assert_eq!(inventory_ecosystem("rpm", &amzn), None);
+}

@@ -31,6 +31,7 @@
 //! judged and kills on a mismatch.
 
 pub mod decode;
+pub mod feed;
 pub mod filter;
 pub mod install;
 pub mod notify;
@@ -201,8 +202,8 @@ pub struct Announce {
 
 /// What exact capture feeds the poller: processes it reported and exit codes it saw.
 pub struct CaptureFeed {
-    pub announced: std::sync::mpsc::Receiver<Announce>,
-    pub exits: std::sync::mpsc::Receiver<Exited>,
+    pub announced: feed::FeedReceiver<Announce>,
+    pub exits: feed::FeedReceiver<Exited>,
 }
 
 /// Starts the application (a child subreaper's child) under exact capture when `requested`
@@ -254,8 +255,8 @@ pub(crate) struct Shared {
     state: Arc<CaptureState>,
     /// Container name put on events (known at `attach`; events held before get it then).
     container: RwLock<String>,
-    announce: std::sync::mpsc::SyncSender<Announce>,
-    exits: std::sync::mpsc::SyncSender<Exited>,
+    announce: feed::FeedSender<Announce>,
+    exits: feed::FeedSender<Exited>,
 }
 
 impl Shared {
@@ -311,8 +312,8 @@ impl Capture {
             .collect();
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
-        let (announce, announced) = std::sync::mpsc::sync_channel(FEED_CAPACITY);
-        let (exits_tx, exits) = std::sync::mpsc::sync_channel(FEED_CAPACITY);
+        let (announce, announced) = feed::feed(FEED_CAPACITY);
+        let (exits_tx, exits) = feed::feed(FEED_CAPACITY);
         let shared = Arc::new(Shared {
             target: RwLock::new(Target::default()),
             state,

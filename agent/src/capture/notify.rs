@@ -47,6 +47,8 @@ const MAX_MMSG: u64 = 16;
 const VERIFY_WINDOW: Duration = Duration::from_millis(500);
 /// UDP destinations remembered per (process, address), so a datagram stream is reported once.
 const MAX_UDP_SEEN: usize = 4096;
+/// Bound of the canonical-path cache.
+const MAX_CACHED: usize = 4096;
 /// Fault injection for tests (documented in the README's test notes): an exec whose path
 /// contains this value makes the handler stall, as a hung Defender would.
 const STALL_ENV: &str = "DEFENDER_CAPTURE_STALL_ON";
@@ -267,7 +269,22 @@ struct Handler {
     clk_tck: u64,
     verify: Vec<Verify>,
     udp_seen: HashMap<(u32, SocketAddr), bool>,
+    /// `realpath` of an exec'd path and whether it is a script, by (root, path, file):
+    /// `canonicalize` walks every component with `lstat`/`readlink`, the largest cost on the
+    /// exec path. A changed symlink, another root or a changed file misses.
+    canonical: HashMap<CanonKey, (Vec<u8>, bool)>,
     stall_on: Option<Vec<u8>>,
+}
+
+/// What a cached canonical path depends on.
+#[derive(PartialEq, Eq, Hash)]
+struct CanonKey {
+    /// The process's root directory (device, inode).
+    root: (u64, u64),
+    /// The path the exec asked for.
+    path: Vec<u8>,
+    /// The file (device, inode, change time s and ns): a rewritten script misses.
+    file: (u64, u64, i64, i64),
 }
 
 impl Handler {
@@ -282,6 +299,7 @@ impl Handler {
             clk_tck: u64::try_from(tck).ok().filter(|t| *t > 0).unwrap_or(100),
             verify: Vec::new(),
             udp_seen: HashMap::new(),
+            canonical: HashMap::new(),
             stall_on: std::env::var_os(STALL_ENV)
                 .filter(|v| !v.is_empty())
                 .map(OsString::into_vec),
@@ -391,9 +409,7 @@ impl Handler {
             // The kernel will fail this exec on its own (no such file, no access).
             return (Answer::Continue, After::default());
         };
-        let exe = std::fs::canonicalize(&file)
-            .map(|p| p.into_os_string().into_vec())
-            .unwrap_or_else(|_| path.clone());
+        let (exe, script) = self.canonicalize(tid, &path, &file, &meta);
         let Some((tgid, ppid, uid, euid)) = remote::ids(tid) else {
             return (Answer::Continue, After::default());
         };
@@ -445,7 +461,7 @@ impl Handler {
             };
             return (Answer::Refuse, after);
         }
-        let verify = (!is_script(&file)).then(|| Verify {
+        let verify = (!script).then(|| Verify {
             pid: tgid,
             expected: (meta.dev(), meta.ino()),
             old: std::fs::metadata(format!("/proc/{tgid}/exe"))
@@ -466,6 +482,38 @@ impl Handler {
             exit: None,
         };
         (Answer::Continue, after)
+    }
+
+    /// The canonical path of `file` (the exec'd `path` seen through `/proc/<tid>/…`) and whether
+    /// it is a `#!` script, cached by the identity of the process's root and of the file
+    /// (device, inode, change time).
+    fn canonicalize(
+        &mut self,
+        tid: u32,
+        path: &[u8],
+        file: &std::path::Path,
+        meta: &std::fs::Metadata,
+    ) -> (Vec<u8>, bool) {
+        let root = std::fs::metadata(format!("/proc/{tid}/root")).ok();
+        let key = root.map(|r| CanonKey {
+            root: (r.dev(), r.ino()),
+            path: path.to_vec(),
+            file: (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()),
+        });
+        if let Some(hit) = key.as_ref().and_then(|k| self.canonical.get(k)) {
+            return hit.clone();
+        }
+        let exe = std::fs::canonicalize(file)
+            .map(|p| p.into_os_string().into_vec())
+            .unwrap_or_else(|_| path.to_vec());
+        let resolved = (exe, is_script(file));
+        if let Some(key) = key {
+            if self.canonical.len() >= MAX_CACHED {
+                self.canonical.clear();
+            }
+            self.canonical.insert(key, resolved.clone());
+        }
+        resolved
     }
 
     fn connect(&mut self, fd: RawFd, req: &libc::seccomp_notif) -> (Answer, After) {
@@ -729,7 +777,11 @@ impl Handler {
 
     fn exit_group(&mut self, req: &libc::seccomp_notif) -> (Answer, After) {
         let code = (req.data.args[0] & 0xff) as i32;
-        let pid = remote::ids(req.pid).map_or(req.pid, |i| i.0);
+        let pid = if is_leader(req.pid) {
+            req.pid
+        } else {
+            remote::ids(req.pid).map_or(req.pid, |i| i.0)
+        };
         let after = After {
             exit: Some(Exited {
                 pid,
@@ -747,10 +799,10 @@ impl Handler {
             self.shared.deliver(event, after.audits);
         }
         if let Some(a) = after.announce {
-            let _ = self.shared.announce.try_send(a);
+            self.shared.announce.try_send(a);
         }
         if let Some(x) = after.exit {
-            let _ = self.shared.exits.try_send(x);
+            self.shared.exits.try_send(x);
         }
         if let Some(v) = after.verify {
             self.verify.push(v);
@@ -872,6 +924,23 @@ fn boot_ms() -> Option<i64> {
     secs.checked_mul(1000)
 }
 
+/// Whether thread `tid` leads its thread group (its tid is the process id): `pidfd_open`
+/// without `PIDFD_THREAD` refuses any other thread (EINVAL; pidfd_open(2), Linux 5.3). Cheaper
+/// than reading `/proc/<tid>/status`; a false answer only means the slower read is made.
+fn is_leader(tid: u32) -> bool {
+    let Ok(tid) = libc::pid_t::try_from(tid) else {
+        return false;
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor was just returned to us and is closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    true
+}
+
 fn kill(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -881,4 +950,74 @@ fn kill(pid: u32) -> bool {
     }
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler() -> Handler {
+        let (announce, _) = super::super::feed::feed(1);
+        let (exits, _) = super::super::feed::feed(1);
+        Handler::new(Arc::new(Shared {
+            target: std::sync::RwLock::new(super::super::Target::default()),
+            state: super::super::CaptureState::new(Duration::from_secs(1)),
+            container: std::sync::RwLock::new(String::new()),
+            announce,
+            exits,
+        }))
+    }
+
+    /// The cache answers what `canonicalize` would: a re-pointed symlink or a file rewritten
+    /// into a script is not served the stale answer.
+    #[test]
+    fn canonical_paths_are_cached_by_what_they_depend_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, link) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("l"),
+        );
+        std::fs::write(&a, b"\x7fELF").expect("a");
+        std::fs::write(&b, b"\x7fELF").expect("b");
+        std::os::unix::fs::symlink(&a, &link).expect("symlink");
+        let me = std::process::id();
+        let mut h = handler();
+        let ask = |h: &mut Handler| {
+            let meta = std::fs::metadata(&link).expect("meta");
+            h.canonicalize(me, link.as_os_str().as_bytes(), &link, &meta)
+        };
+        let canon = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .expect("canon")
+                .into_os_string()
+                .into_vec()
+        };
+        assert_eq!(ask(&mut h), (canon(&a), false));
+        assert_eq!(ask(&mut h), (canon(&a), false), "served from the cache");
+        assert_eq!(h.canonical.len(), 1);
+
+        std::fs::remove_file(&link).expect("rm");
+        std::os::unix::fs::symlink(&b, &link).expect("symlink");
+        assert_eq!(ask(&mut h), (canon(&b), false), "re-pointed symlink");
+
+        std::fs::write(&b, b"#!/bin/sh\n").expect("rewrite");
+        assert_eq!(ask(&mut h), (canon(&b), true), "rewritten into a script");
+    }
+
+    #[test]
+    fn only_a_thread_group_leader_is_a_leader() {
+        assert!(is_leader(std::process::id()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).expect("send");
+            let _ = wait.recv(); // alive until the check is made
+        });
+        let tid = rx.recv().expect("tid");
+        assert!(!is_leader(tid), "a live non-leader thread");
+        done.send(()).expect("done");
+        t.join().expect("join");
+    }
 }

@@ -89,6 +89,14 @@ pub async fn run(args: SidecarArgs) -> i32 {
         },
     );
     let applying = enforce::follow(enforcer.clone(), policy_rx.clone());
+    let (waas_tx, waas_rx) = watch::channel(None);
+    let _waas = crate::waas::start(
+        &args.waas,
+        outbox.clone(),
+        waas_rx,
+        Some(args.data_dir.join("waas-policy.json")),
+    )
+    .await;
     let link = Link::spawn(LinkConfig {
         bundle,
         data_dir: args.data_dir.clone(),
@@ -97,6 +105,7 @@ pub async fn run(args: SidecarArgs) -> i32 {
         backoff: Backoff::default(),
         outbox: outbox.clone(),
         policy: Some(policy_tx),
+        waas: Some(waas_tx),
         capture: Some(capture_state.clone()),
     });
     let listener = match bind(&args.socket) {

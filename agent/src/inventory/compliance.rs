@@ -85,11 +85,35 @@ const CAP_NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
+/// What the ECS task metadata says about a container's health check.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum HealthCheck {
+    /// The metadata does not name the container (outside ECS, or an unmatched name).
+    #[default]
+    Unknown,
+    /// The container is listed without `Health`: its task definition has no health check.
+    Missing,
+    /// A health check is defined; its current status.
+    Defined(String),
+}
+
+impl HealthCheck {
+    /// From the metadata entry of the container, if any.
+    pub fn of(container: Option<&defender_proto::v1::ContainerInfo>) -> Self {
+        match container {
+            None => Self::Unknown,
+            Some(c) if c.health_status.is_empty() => Self::Missing,
+            Some(c) => Self::Defined(c.health_status.clone()),
+        }
+    }
+}
+
 /// What the checks look at.
 pub struct Subject<'a> {
     pub fs: &'a FsRoot,
     /// `/proc/<pid>` of the application's main process.
     pub proc_dir: PathBuf,
+    pub health: HealthCheck,
 }
 
 fn result(
@@ -210,6 +234,23 @@ pub fn evaluate(s: &Subject<'_>) -> Vec<ComplianceResult> {
             "uid unknown (process gone)".into(),
         ),
     });
+
+    out.push(result(
+        "defender-102",
+        "No health check",
+        "low",
+        "4.6",
+        s.health == HealthCheck::Missing,
+        match &s.health {
+            HealthCheck::Unknown => {
+                "no ECS task metadata names this container: health check unknown".into()
+            }
+            HealthCheck::Missing => {
+                "the task definition gives this container no healthCheck (ECS task metadata has no Health)".into()
+            }
+            HealthCheck::Defined(status) => format!("health check defined, status {status}"),
+        },
+    ));
 
     let environ = std::fs::read(s.proc_dir.join("environ")).unwrap_or_default();
     let secrets = secret_names(&environ);
@@ -424,6 +465,7 @@ mod tests {
         let results = evaluate(&Subject {
             fs: &fs,
             proc_dir: PathBuf::from("/proc/self"),
+            health: HealthCheck::Missing,
         });
         let by = |id: &str| results.iter().find(|r| r.check_id == id).unwrap().clone();
         assert!(!by("defender-105").passed);
@@ -433,5 +475,19 @@ mod tests {
         assert!(!by("defender-109").passed, "world-readable shadow");
         assert!(by("defender-106").passed);
         assert_eq!(by("defender-101").cis, "4.1");
+        assert!(!by("defender-102").passed, "no health check");
+        assert_eq!(by("defender-102").cis, "4.6");
+        for (h, passed) in [
+            (HealthCheck::Unknown, true),
+            (HealthCheck::Defined("HEALTHY".into()), true),
+        ] {
+            let r = evaluate(&Subject {
+                fs: &fs,
+                proc_dir: PathBuf::from("/proc/self"),
+                health: h,
+            });
+            let c = r.iter().find(|r| r.check_id == "defender-102").unwrap();
+            assert_eq!(c.passed, passed, "{}", c.evidence);
+        }
     }
 }

@@ -17,6 +17,8 @@ pub mod java;
 pub mod lang;
 pub mod os;
 pub mod ospkg;
+pub mod rpmdb;
+pub mod sqlite_file;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use defender_proto::MAX_INVENTORY_BYTES;
 use defender_proto::v1::{
-    ComplianceReport, Event, Inventory, InventoryPackage, TaskMetadata, event,
+    ComplianceReport, ContainerInfo, Event, Inventory, InventoryPackage, TaskMetadata, event,
 };
 use prost::Message;
 
@@ -49,6 +51,8 @@ pub struct Target {
     pub image: String,
     /// Image digest from the task metadata; empty when unknown.
     pub image_id: String,
+    /// The container's health check as the task metadata tells it.
+    pub health: compliance::HealthCheck,
 }
 
 /// Everything read from one root, before bounding.
@@ -81,6 +85,8 @@ pub fn collect(fs: &FsRoot) -> Collected {
         "var/lib/dpkg/status.d",
         "lib/apk/db/installed",
         "var/lib/rpm",
+        "var/lib/rpm/rpmdb.sqlite",
+        "usr/lib/sysimage/rpm/rpmdb.sqlite",
     ]
     .iter()
     .map(PathBuf::from)
@@ -171,6 +177,7 @@ pub fn run_once(t: &Target) -> (Inventory, ComplianceReport, Vec<PathBuf>) {
         results: compliance::evaluate(&compliance::Subject {
             fs: &t.fs,
             proc_dir: t.proc_dir.clone(),
+            health: t.health.clone(),
         }),
     };
     (inventory, report, watch)
@@ -281,13 +288,30 @@ pub fn spawn_for(
             .filter(|i| !i.is_empty())
             .unwrap_or_else(|| image.to_string()),
         image_id: meta.map(|c| c.image_id.clone()).unwrap_or_default(),
+        health: compliance::HealthCheck::of(meta),
     };
     spawn(move || vec![target.clone()], sink)
 }
 
+/// The task metadata's container whose `DockerId` is a component of the process's cgroup path
+/// (`/proc/<pid>/cgroup`; on Fargate `…/ecs/<task id>/<task id>-<n>`, and `<task id>-<n>` is
+/// the container's `DockerId`), else the only application container when there is one.
+pub fn container_of<'a>(cgroup: &str, apps: &'a [ContainerInfo]) -> Option<&'a ContainerInfo> {
+    let by_id = apps.iter().find(|c| {
+        !c.docker_id.is_empty()
+            && cgroup.lines().any(|l| {
+                l.rsplit(':')
+                    .next()
+                    .is_some_and(|path| path.split('/').any(|part| part == c.docker_id))
+            })
+    });
+    by_id.or(if apps.len() == 1 { apps.first() } else { None })
+}
+
 /// Sidecar mode (pidMode task): every other container is read through `/proc/<pid>/root` of
-/// one of its processes; containers are told apart by their mount namespace. The image digest
-/// is known only when the task metadata names exactly one application container.
+/// one of its processes; containers are told apart by their mount namespace, and named (image,
+/// digest, health check) by matching their cgroup to the task metadata's `DockerId`s, or as
+/// the only application container the metadata lists.
 pub fn spawn_sidecar(metadata: &TaskMetadata, sink: Arc<dyn EventSink>) -> Option<Inventorier> {
     let own_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
     let apps: Vec<_> = metadata
@@ -296,7 +320,6 @@ pub fn spawn_sidecar(metadata: &TaskMetadata, sink: Arc<dyn EventSink>) -> Optio
         .filter(|c| !c.image.contains("defender"))
         .cloned()
         .collect();
-    let single = (apps.len() == 1).then(|| apps[0].clone());
     spawn(
         move || {
             let mut by_ns: BTreeMap<PathBuf, u32> = BTreeMap::new();
@@ -319,18 +342,52 @@ pub fn spawn_sidecar(metadata: &TaskMetadata, sink: Arc<dyn EventSink>) -> Optio
             }
             by_ns
                 .into_values()
-                .map(|pid| Target {
-                    fs: FsRoot::new(format!("/proc/{pid}/root")),
-                    proc_dir: PathBuf::from(format!("/proc/{pid}")),
-                    container: single.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
-                    image: single.as_ref().map(|c| c.image.clone()).unwrap_or_default(),
-                    image_id: single
-                        .as_ref()
-                        .map(|c| c.image_id.clone())
-                        .unwrap_or_default(),
+                .map(|pid| {
+                    let cgroup =
+                        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                    let meta = container_of(&cgroup, &apps);
+                    Target {
+                        fs: FsRoot::new(format!("/proc/{pid}/root")),
+                        proc_dir: PathBuf::from(format!("/proc/{pid}")),
+                        container: meta.map(|c| c.name.clone()).unwrap_or_default(),
+                        image: meta.map(|c| c.image.clone()).unwrap_or_default(),
+                        image_id: meta.map(|c| c.image_id.clone()).unwrap_or_default(),
+                        health: compliance::HealthCheck::of(meta),
+                    }
                 })
                 .collect()
         },
         sink,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_names_containers_by_cgroup() {
+        let c = |name: &str, id: &str| ContainerInfo {
+            name: name.into(),
+            docker_id: id.into(),
+            ..Default::default()
+        };
+        let apps = vec![
+            c("web", "0123456789abcdef-30"),
+            c("worker", "0123456789abcdef-3033467208"),
+        ];
+        let v1 = "11:memory:/ecs/0123456789abcdef/0123456789abcdef-3033467208\n1:name=systemd:/ecs/0123456789abcdef/0123456789abcdef-3033467208\n";
+        assert_eq!(container_of(v1, &apps).unwrap().name, "worker");
+        let v2 = "0::/ecs/0123456789abcdef/0123456789abcdef-30\n";
+        assert_eq!(container_of(v2, &apps).unwrap().name, "web");
+        assert!(
+            container_of("0::/user.slice\n", &apps).is_none(),
+            "two apps, no match"
+        );
+        assert_eq!(
+            container_of("0::/user.slice\n", &apps[..1]).unwrap().name,
+            "web",
+            "the only application container"
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! OS package databases: dpkg (`/var/lib/dpkg/status`, and distroless's
-//! `/var/lib/dpkg/status.d/*`), apk (`/lib/apk/db/installed`), and rpm (whose SQLite rpmdb is
-//! not read yet: reported as a note rather than guessed).
+//! `/var/lib/dpkg/status.d/*`), apk (`/lib/apk/db/installed`), and rpm (the SQLite rpmdb, read
+//! by [`super::rpmdb`]; older rpmdb forms are reported as unsupported in a note).
 
+use std::cell::RefCell;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use defender_proto::v1::InventoryPackage;
@@ -11,30 +13,57 @@ use super::fsroot::FsRoot;
 /// Largest package database read, in bytes.
 pub const MAX_DB_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Packages of a dpkg status file (deb-control(5) stanzas); only `install ok installed`
-/// packages count. `Source: name (version)` gives the source package and, when it differs,
-/// its version.
-pub fn parse_dpkg_status(text: &str) -> Vec<InventoryPackage> {
-    let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
-        let mut p = InventoryPackage {
-            kind: "deb".into(),
-            ..Default::default()
-        };
-        let mut installed = true;
-        for line in stanza.lines() {
+/// Calls `line` with each line of `r` (newline removed, invalid UTF-8 replaced) and `end` at
+/// each blank line and at the end: one line is held at a time, so a large package database is
+/// never in memory whole.
+fn stanzas<R: BufRead>(
+    mut r: R,
+    line: &mut dyn FnMut(&str),
+    end: &mut dyn FnMut(),
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)? == 0 {
+            end();
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            end();
+        } else {
+            line(text);
+        }
+    }
+}
+
+/// Packages of a dpkg status file (deb-control(5) stanzas) read from `r`; only
+/// `install ok installed` packages count. `Source: name (version)` gives the source package
+/// and, when it differs, its version.
+pub fn read_dpkg_status<R: BufRead>(r: R) -> io::Result<Vec<InventoryPackage>> {
+    let new = || InventoryPackage {
+        kind: "deb".into(),
+        ..Default::default()
+    };
+    let out = RefCell::new(Vec::new());
+    let cur = RefCell::new((new(), true));
+    stanzas(
+        r,
+        &mut |line| {
             if line.starts_with([' ', '\t']) {
-                continue;
+                return;
             }
             let Some((k, v)) = line.split_once(':') else {
-                continue;
+                return;
             };
             let v = v.trim();
+            let (p, installed) = &mut *cur.borrow_mut();
             match k {
                 "Package" => p.name = v.into(),
                 "Version" => p.version = v.into(),
                 "Architecture" => p.arch = v.into(),
-                "Status" => installed = v.ends_with(" installed") && !v.contains("not-installed"),
+                "Status" => *installed = v.ends_with(" installed") && !v.contains("not-installed"),
                 "Source" => {
                     let (name, ver) = match v.split_once(' ') {
                         Some((n, rest)) => {
@@ -47,32 +76,44 @@ pub fn parse_dpkg_status(text: &str) -> Vec<InventoryPackage> {
                 }
                 _ => {}
             }
-        }
-        if installed && !p.name.is_empty() && !p.version.is_empty() {
-            if p.source_name == p.name {
-                p.source_name.clear();
+        },
+        &mut || {
+            let (mut p, installed) = cur.replace((new(), true));
+            if installed && !p.name.is_empty() && !p.version.is_empty() {
+                if p.source_name == p.name {
+                    p.source_name.clear();
+                }
+                if p.source_version == p.version {
+                    p.source_version.clear();
+                }
+                out.borrow_mut().push(p);
             }
-            if p.source_version == p.version {
-                p.source_version.clear();
-            }
-            out.push(p);
-        }
-    }
-    out
+        },
+    )?;
+    Ok(out.into_inner())
 }
 
-/// Packages of apk's installed database (`P:` name, `V:` version, `A:` arch, `o:` origin).
-pub fn parse_apk_installed(text: &str) -> Vec<InventoryPackage> {
-    let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
-        let mut p = InventoryPackage {
-            kind: "apk".into(),
-            ..Default::default()
-        };
-        for line in stanza.lines() {
+/// [`read_dpkg_status`] of a text.
+pub fn parse_dpkg_status(text: &str) -> Vec<InventoryPackage> {
+    read_dpkg_status(text.as_bytes()).unwrap_or_default()
+}
+
+/// Packages of apk's installed database read from `r` (`P:` name, `V:` version, `A:` arch,
+/// `o:` origin).
+pub fn read_apk_installed<R: BufRead>(r: R) -> io::Result<Vec<InventoryPackage>> {
+    let new = || InventoryPackage {
+        kind: "apk".into(),
+        ..Default::default()
+    };
+    let out = RefCell::new(Vec::new());
+    let cur = RefCell::new(new());
+    stanzas(
+        r,
+        &mut |line| {
             let Some((k, v)) = line.split_once(':') else {
-                continue;
+                return;
             };
+            let p = &mut *cur.borrow_mut();
             match k {
                 "P" => p.name = v.into(),
                 "V" => p.version = v.into(),
@@ -80,45 +121,77 @@ pub fn parse_apk_installed(text: &str) -> Vec<InventoryPackage> {
                 "o" => p.source_name = v.into(),
                 _ => {}
             }
-        }
-        if !p.name.is_empty() && !p.version.is_empty() {
-            if p.source_name == p.name {
-                p.source_name.clear();
+        },
+        &mut || {
+            let mut p = cur.replace(new());
+            if !p.name.is_empty() && !p.version.is_empty() {
+                if p.source_name == p.name {
+                    p.source_name.clear();
+                }
+                out.borrow_mut().push(p);
             }
-            out.push(p);
+        },
+    )?;
+    Ok(out.into_inner())
+}
+
+/// [`read_apk_installed`] of a text.
+pub fn parse_apk_installed(text: &str) -> Vec<InventoryPackage> {
+    read_apk_installed(text.as_bytes()).unwrap_or_default()
+}
+
+/// Reads the package database `rel` with `parse`, at most [`MAX_DB_BYTES`] of it, streamed.
+fn read_db(
+    fs: &FsRoot,
+    rel: &Path,
+    what: &str,
+    parse: fn(BufReader<io::Take<std::fs::File>>) -> io::Result<Vec<InventoryPackage>>,
+    notes: &mut Vec<String>,
+) -> Vec<InventoryPackage> {
+    match fs
+        .open(rel)
+        .and_then(|f| parse(BufReader::new(f.take(MAX_DB_BYTES))))
+    {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            notes.push(format!("{what}: {e}"));
+            Vec::new()
         }
     }
-    out
 }
 
 /// Every OS package of the image, and notes about databases that could not be read.
 pub fn read(fs: &FsRoot, notes: &mut Vec<String>) -> Vec<InventoryPackage> {
-    let mut out = Vec::new();
-    match fs.read(Path::new("var/lib/dpkg/status"), MAX_DB_BYTES) {
-        Ok(b) => out.extend(parse_dpkg_status(&String::from_utf8_lossy(&b))),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => notes.push(format!("dpkg: {e}")),
-        Err(_) => {}
-    }
+    let mut out = read_db(
+        fs,
+        Path::new("var/lib/dpkg/status"),
+        "dpkg",
+        read_dpkg_status,
+        notes,
+    );
     // Distroless: one status file per package.
     let dir = Path::new("var/lib/dpkg/status.d");
     for name in fs.list(dir, 10_000) {
         if name.ends_with(".md5sums") {
             continue;
         }
-        if let Ok(b) = fs.read(&dir.join(&name), 1024 * 1024) {
-            out.extend(parse_dpkg_status(&String::from_utf8_lossy(&b)));
-        }
+        out.extend(read_db(
+            fs,
+            &dir.join(&name),
+            "dpkg",
+            read_dpkg_status,
+            notes,
+        ));
     }
-    match fs.read(Path::new("lib/apk/db/installed"), MAX_DB_BYTES) {
-        Ok(b) => out.extend(parse_apk_installed(&String::from_utf8_lossy(&b))),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => notes.push(format!("apk: {e}")),
-        Err(_) => {}
-    }
-    if fs.lstat(Path::new("var/lib/rpm/rpmdb.sqlite")).is_ok() {
-        notes.push("rpm: the SQLite rpmdb is not read by this Defender version; rpm packages are not listed".into());
-    } else if fs.lstat(Path::new("var/lib/rpm/Packages")).is_ok() {
-        notes.push("rpm: BerkeleyDB rpmdb is unsupported; rpm packages are not listed".into());
-    }
+    out.extend(read_db(
+        fs,
+        Path::new("lib/apk/db/installed"),
+        "apk",
+        read_apk_installed,
+        notes,
+    ));
+    out.extend(super::rpmdb::read(fs, notes));
     out
 }
 

@@ -97,10 +97,10 @@ impl Observer {
                     procs.set_exact(exact);
                     net.set_inbound_only(exact);
                     if let Some(feed) = &cfg.exact {
-                        while let Ok(a) = feed.announced.try_recv() {
+                        while let Some(a) = feed.announced.try_recv() {
                             procs.announce(a);
                         }
-                        while let Ok(x) = feed.exits.try_recv() {
+                        while let Some(x) = feed.exits.try_recv() {
                             if let Some(code) = x.code {
                                 procs.exit_code(x.pid, code);
                             }

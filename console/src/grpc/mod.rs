@@ -33,6 +33,8 @@ pub struct GrpcState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The runtime policy in force, pushed to every stream.
     pub policy: crate::policy_feed::PolicyFeed,
+    /// The WAAS policy in force, pushed to every stream.
+    pub waas: crate::policy_feed::PolicyFeed,
     /// Live streams, rate limits, decommissioning.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }

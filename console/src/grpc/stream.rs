@@ -117,6 +117,7 @@ impl DefenderService for DefenderApi {
                 last_stored_seq,
                 policy: state.policy.current(),
                 defender_id: id.clone(),
+                waas: state.waas.current(),
             })),
         };
         // Capacity 16 and nothing sent yet: this cannot fail.
@@ -180,6 +181,8 @@ async fn run_stream(
     let mut policy = state.policy.subscribe();
     // Welcome carried the version current then; only later ones are pushed.
     policy.mark_unchanged();
+    let mut waas = state.waas.subscribe();
+    waas.mark_unchanged();
     let reason = loop {
         let next = tokio::select! {
             next = tokio::time::timeout(idle_limit, inbound.next()) => next,
@@ -202,7 +205,23 @@ async fn run_stream(
                 if let Some(p) = update {
                     tracing::info!(version = p.version, "pushing runtime policy");
                     let msg = ConsoleMessage {
-                        msg: Some(console_message::Msg::Policy(PolicyUpdate { policy: Some(p) })),
+                        msg: Some(console_message::Msg::Policy(PolicyUpdate { policy: Some(p), waas: None })),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break "defender went away".to_owned();
+                    }
+                }
+                continue;
+            }
+            changed = waas.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let update = waas.borrow_and_update().clone();
+                if let Some(p) = update {
+                    tracing::info!(version = p.version, "pushing WAAS policy");
+                    let msg = ConsoleMessage {
+                        msg: Some(console_message::Msg::Policy(PolicyUpdate { policy: None, waas: Some(p) })),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         break "defender went away".to_owned();

@@ -127,6 +127,7 @@ pub fn kind_name(e: &Event) -> &'static str {
         Some(Kind::DnsQuery(_)) => "dns_query",
         Some(Kind::Inventory(_)) => "inventory",
         Some(Kind::Compliance(_)) => "compliance",
+        Some(Kind::Waas(_)) => "waas",
         None => "unknown",
     }
 }

@@ -272,6 +272,10 @@ impl Store {
             .bind(upto)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM waas_index WHERE id <= ?")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -348,6 +352,10 @@ impl Store {
                 continue;
             }
             sqlx::query("DELETE FROM audit_index WHERE defender_id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM waas_index WHERE defender_id = ?")
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;

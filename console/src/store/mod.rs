@@ -13,6 +13,7 @@ mod policy_history;
 mod tokens;
 mod users;
 pub mod vulns;
+pub mod waas;
 mod web_queries;
 
 use std::path::Path;

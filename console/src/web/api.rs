@@ -84,6 +84,9 @@ pub struct DefenderJson {
     /// Runtime audits the Defender reported, and how many of them it prevented.
     pub audits: i64,
     pub audits_prevented: i64,
+    /// WAAS events the Defender reported, and how many requests they refused.
+    pub waas_events: i64,
+    pub waas_refused: i64,
     /// How the Defender captures what its application does.
     pub capture: CaptureJson,
 }
@@ -143,6 +146,8 @@ impl DefenderJson {
             decommissioned: d.decommissioned_at.is_some(),
             audits: 0,
             audits_prevented: 0,
+            waas_events: 0,
+            waas_refused: 0,
             capture: CaptureJson {
                 mode: d.capture_mode.clone(),
                 summary: crate::web::render::capture_summary(d),
@@ -154,6 +159,13 @@ impl DefenderJson {
                 missed_processes: d.capture_missed,
             },
         }
+    }
+
+    /// With the Defender's WAAS counts.
+    pub fn with_waas(mut self, c: crate::store::waas::WaasCounts) -> Self {
+        self.waas_events = c.total;
+        self.waas_refused = c.refused;
+        self
     }
 
     /// With the Defender's audit counts.
@@ -179,8 +191,16 @@ fn bad_query(rejection: &QueryRejection) -> Response {
 /// `GET /api/v1/defenders/{id}`: one Defender, whatever its age (404 when unknown).
 pub async fn get_defender(State(state): State<WebState>, Path(id): Path<String>) -> Response {
     match state.store.get_defender(&id).await {
-        Ok(Some(d)) => match state.store.audit_counts_of(&d.id).await {
-            Ok(c) => Json(DefenderJson::new(&d, now_ms()).with_audits(c)).into_response(),
+        Ok(Some(d)) => match tokio::try_join!(
+            state.store.audit_counts_of(&d.id),
+            state.store.waas_counts_for(std::iter::once(d.id.as_str()))
+        ) {
+            Ok((c, w)) => Json(
+                DefenderJson::new(&d, now_ms())
+                    .with_audits(c)
+                    .with_waas(w.get(&d.id).copied().unwrap_or_default()),
+            )
+            .into_response(),
             Err(e) => internal(&e),
         },
         Ok(None) => api_error(StatusCode::NOT_FOUND, "no such defender"),

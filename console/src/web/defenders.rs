@@ -31,7 +31,7 @@ pub const ROWS_PATH: &str = "/manage/defenders/rows";
 /// Events shown on one page of a Defender's timeline.
 pub const DETAIL_EVENTS: i64 = PAGE_SIZE;
 
-const COLUMNS: usize = 9;
+const COLUMNS: usize = 10;
 /// Rows of one page of the list: the page and its 5-second refresh stay small whatever the
 /// fleet's size.
 pub const PAGE_ROWS: usize = 100;
@@ -72,7 +72,27 @@ fn capture_badge(d: &DefenderRecord) -> Markup {
 const LIST_CSS: &str = ".dropped { color:var(--err); font-weight:600; white-space:nowrap; } \
     span.host { font-size:12px; }";
 
-fn row(d: &DefenderRecord, now: i64, audits: &CountMap) -> Markup {
+/// WAAS event counts per Defender id.
+type WaasMap = std::collections::HashMap<String, crate::store::waas::WaasCounts>;
+
+/// The WAAS cell of a row: events (a link to the Defender's WAAS events) and how many refused.
+fn waas_cell(id: &str, waas: &WaasMap) -> Markup {
+    let c = waas.get(id).copied().unwrap_or_default();
+    html! {
+        td.num.waas data-waas=(c.total) data-refused=(c.refused) {
+            @if c.total == 0 {
+                "0"
+            } @else {
+                a href=(format!("{}?defender={}", super::waas::EVENTS_PATH, super::render::form_encode(id))) title="This Defender's WAAS events" { (thousands(c.total)) }
+                @if c.refused > 0 {
+                    " " span.muted { "(" (thousands(c.refused)) " refused)" }
+                }
+            }
+        }
+    }
+}
+
+fn row(d: &DefenderRecord, now: i64, audits: &CountMap, waas: &WaasMap) -> Markup {
     let s = status_of(d, now);
     html! {
         tr {
@@ -98,6 +118,7 @@ fn row(d: &DefenderRecord, now: i64, audits: &CountMap) -> Markup {
             td { (status_badge(&s)) (dropped_badge(d)) }
             td.num { (thousands(d.dropped_events)) }
             (counts_cell(&d.id, audits))
+            (waas_cell(&d.id, waas))
         }
     }
 }
@@ -133,6 +154,7 @@ fn rows_tbody(
     now: i64,
     retention_ms: i64,
     audits: &CountMap,
+    waas: &WaasMap,
 ) -> Markup {
     html! {
         tbody #defender-rows data-refresh=(fleet.same_page(ROWS_PATH)) data-interval="5000" {
@@ -146,7 +168,7 @@ fn rows_tbody(
                 } }
             }
             @for d in defenders {
-                (row(d, now, audits))
+                (row(d, now, audits, waas))
             }
         }
     }
@@ -237,7 +259,7 @@ pub async fn list_page(
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
     };
-    let audits = match page_audits(&state, &page.defenders).await {
+    let (audits, waas) = match page_counts(&state, &page.defenders).await {
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
@@ -309,9 +331,10 @@ pub async fn list_page(
                     (sort_th(&fleet, FleetSort::Status, "Status", None))
                     (sort_th(&fleet, FleetSort::Dropped, "Dropped events", None))
                     (sort_th(&fleet, FleetSort::Audits, "Audits", Some("Runtime audits (and how many the Defender prevented)")))
+                    th title="WAAS events (and how many requests were refused)" { "WAAS" }
                 }
             }
-            (rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits))
+            (rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits, &waas))
         }
         p.pager.muted {
             @if shown > 0 {
@@ -331,18 +354,19 @@ pub async fn list_page(
     Html(layout::page(&nonce, &op, LIST_PATH, "Defenders", body).into_string()).into_response()
 }
 
-/// Audit counts of the Defenders of one page.
-async fn page_audits(
+/// Audit and WAAS counts of the Defenders of one page.
+async fn page_counts(
     state: &WebState,
     defenders: &[DefenderRecord],
-) -> Result<CountMap, crate::store::StoreError> {
+) -> Result<(CountMap, WaasMap), crate::store::StoreError> {
     if defenders.is_empty() {
-        return Ok(CountMap::default());
+        return Ok((CountMap::default(), WaasMap::default()));
     }
-    state
-        .store
-        .audit_counts_for(defenders.iter().map(|d| d.id.as_str()))
-        .await
+    let ids = || defenders.iter().map(|d| d.id.as_str());
+    tokio::try_join!(
+        state.store.audit_counts_for(ids()),
+        state.store.waas_counts_for(ids())
+    )
 }
 
 /// `GET /manage/defenders/rows[?…the list's parameters]`: the list's `<tbody>` for the same
@@ -359,12 +383,15 @@ pub async fn rows(
         Ok(v) => v,
         Err(e) => return internal_error_page(&e),
     };
-    let audits = match page_audits(&state, &page.defenders).await {
+    let (audits, waas) = match page_counts(&state, &page.defenders).await {
         Ok(c) => c,
         Err(e) => return internal_error_page(&e),
     };
-    Html(rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits).into_string())
-        .into_response()
+    Html(
+        rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits, &waas)
+            .into_string(),
+    )
+    .into_response()
 }
 
 /// The Defender page's status badge (and drop warning) as a `<span>` that refreshes itself

@@ -263,14 +263,14 @@ pub async fn api_list(
             return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }
     };
-    let audits = if page.defenders.is_empty() {
+    let (audits, waas) = if page.defenders.is_empty() {
         Default::default()
     } else {
-        match state
-            .store
-            .audit_counts_for(page.defenders.iter().map(|d| d.id.as_str()))
-            .await
-        {
+        let ids = || page.defenders.iter().map(|d| d.id.as_str());
+        match tokio::try_join!(
+            state.store.audit_counts_for(ids()),
+            state.store.waas_counts_for(ids())
+        ) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "API request failed");
@@ -282,7 +282,9 @@ pub async fn api_list(
         .defenders
         .iter()
         .map(|d| {
-            DefenderJson::new(d, now).with_audits(audits.get(&d.id).copied().unwrap_or_default())
+            DefenderJson::new(d, now)
+                .with_audits(audits.get(&d.id).copied().unwrap_or_default())
+                .with_waas(waas.get(&d.id).copied().unwrap_or_default())
         })
         .collect();
     let mut res = if fleet.csv || wants_csv {

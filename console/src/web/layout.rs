@@ -37,6 +37,11 @@ pub const NAV: &[NavItem] = &[
     },
     NavItem {
         section: "Monitor",
+        label: "WAAS",
+        href: "/monitor/events/waas",
+    },
+    NavItem {
+        section: "Monitor",
         label: "Vulnerabilities",
         href: "/monitor/vulnerabilities/images",
     },
@@ -49,6 +54,11 @@ pub const NAV: &[NavItem] = &[
         section: "Defend",
         label: "Runtime",
         href: "/defend/runtime/app-embedded",
+    },
+    NavItem {
+        section: "Defend",
+        label: "WAAS",
+        href: "/defend/waas",
     },
     NavItem {
         section: "Defend",

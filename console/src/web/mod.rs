@@ -32,6 +32,7 @@ mod security;
 mod tokens;
 mod vulns;
 mod vulns_api;
+pub mod waas;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +72,8 @@ pub struct WebState {
     pub sans: Arc<[String]>,
     /// The runtime policy in force; saving a version publishes it to every Defender stream.
     pub policy: crate::policy_feed::PolicyFeed,
+    /// The WAAS policy in force; saving a version publishes it to every Defender stream.
+    pub waas: crate::policy_feed::PolicyFeed,
     /// Live streams (closed on decommission), login rate limits, retention figures.
     pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
     /// Connection counters of both listeners, for `/metrics`.
@@ -139,6 +142,11 @@ pub fn router(state: WebState) -> Router {
             get(runtime::page).post(runtime::save_page),
         )
         .route(audits::PAGE_PATH, get(audits::page))
+        .route(waas::EVENTS_PATH, get(waas::events_page))
+        .route(
+            waas::POLICY_PATH,
+            get(waas::policy_page).post(waas::save_page),
+        )
         .route(vulns::IMAGES_PATH, get(vulns::images_page))
         .route(
             "/monitor/vulnerabilities/images/{id}",
@@ -185,6 +193,13 @@ pub fn router(state: WebState) -> Router {
                 .layer(DefaultBodyLimit::max(runtime::API_BODY_LIMIT)),
         )
         .route(audits::API_PATH, get(audits::list))
+        .route(waas::EVENTS_API_PATH, get(waas::list_events))
+        .route(
+            waas::POLICY_API_PATH,
+            get(waas::get_policy)
+                .put(waas::put_policy)
+                .layer(DefaultBodyLimit::max(waas::API_BODY_LIMIT)),
+        )
         .route("/api/v1/images", get(vulns_api::list_images))
         .route(
             "/api/v1/images/{id}/vulnerabilities",

@@ -301,6 +301,17 @@ pub fn event_summary(e: &Event) -> String {
             c.results.iter().filter(|r| !r.passed).count(),
             c.results.len()
         ),
+        Some(Kind::Waas(w)) => format!(
+            "WAAS {} {} ({}): {} {} — {} {} {:?}",
+            display(&w.effect),
+            display(&w.rule),
+            display(&w.family),
+            display(&w.method),
+            display(&w.path),
+            display(&w.location),
+            display(&w.name),
+            display(&w.matched)
+        ),
         None => "unknown event".to_owned(),
     }
 }
@@ -445,6 +456,23 @@ pub fn event_detail(e: &Event) -> serde_json::Value {
             "image_id": c.image_id,
             "failed": c.results.iter().filter(|r| !r.passed).count(),
             "checks": c.results.len(),
+        }),
+        Some(Kind::Waas(w)) => json!({
+            "event_id": w.event_id,
+            "rule": w.rule,
+            "family": w.family,
+            "effect": w.effect,
+            "client_ip": w.client_ip,
+            "method": w.method,
+            "path": w.path,
+            "location": w.location,
+            "name": w.name,
+            "matched": w.matched,
+            "message": w.message,
+            "status": w.status,
+            "incomplete": w.incomplete,
+            "findings": w.findings,
+            "listener": w.listener,
         }),
         None => serde_json::Value::Null,
     }

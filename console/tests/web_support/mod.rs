@@ -182,6 +182,7 @@ pub fn hostile_metadata(hostname: &str, family: &str) -> TaskMetadata {
             image: "registry.example/app:1.0".into(),
             image_id: "sha256:abc".into(),
             docker_id: "d0c".into(),
+            ..Default::default()
         }],
     }
 }
