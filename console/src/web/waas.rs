@@ -225,7 +225,7 @@ async fn render_policy(
     let body = html! {
         style nonce=(nonce.0) { (PreEscaped(CSS)) }
         p.muted { "Defend › WAAS" }
-        h1 { "WAAS policy" }
+        h1 { "WAAS" }
         p.muted {
             "Web Application and API Security: the Defender's reverse proxy (" code { "--waas LISTEN=UPSTREAM" } ") "
             "judges every request to the app under this policy. Effects per protection: "
@@ -272,7 +272,7 @@ async fn render_policy(
             }
         }
     };
-    let page = layout::page(nonce, op, POLICY_PATH, "WAAS policy", body);
+    let page = layout::page(nonce, op, POLICY_PATH, "WAAS", body);
     let mut res = (status, Html(page.into_string())).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -385,7 +385,7 @@ pub async fn events_page(
     let body = html! {
         style nonce=(nonce.0) { (PreEscaped(CSS)) }
         p.muted { "Monitor › Events › WAAS" }
-        h1 { "WAAS events" }
+        h1 { "WAAS" }
         p #waas-overview data-total=(total) data-refused=(refused) {
             strong { (total) } " events, " strong { (refused) } " requests refused"
             @if !families.is_empty() {
@@ -447,6 +447,6 @@ pub async fn events_page(
             }
         }
     };
-    let page = layout::page(&nonce, &op, EVENTS_PATH, "WAAS events", body);
+    let page = layout::page(&nonce, &op, EVENTS_PATH, "WAAS", body);
     (StatusCode::OK, Html(page.into_string())).into_response()
 }
