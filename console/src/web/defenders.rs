@@ -388,8 +388,15 @@ pub async fn rows(
         Err(e) => return internal_error_page(&e),
     };
     Html(
-        rows_tbody(&fleet, &page.defenders, now, state.retention_ms(), &audits, &waas)
-            .into_string(),
+        rows_tbody(
+            &fleet,
+            &page.defenders,
+            now,
+            state.retention_ms(),
+            &audits,
+            &waas,
+        )
+        .into_string(),
     )
     .into_response()
 }
