@@ -100,7 +100,9 @@ impl Supervisor {
         }
         // std, not tokio, spawns: this module reaps every child itself with waitpid(-1).
         let mut command = Command::new(program);
-        command.args(args);
+        // The install bundle carries an enrollment token: it is the Defender's, never the
+        // application's (which would otherwise inherit it and could enroll Defenders of its own).
+        command.args(args).env_remove("INSTALL_BUNDLE");
         if let Some(c) = &capture {
             use std::os::unix::process::CommandExt;
             // SAFETY: the hook only makes async-signal-safe calls (see capture::install).

@@ -48,6 +48,27 @@ fn exits_with_the_applications_status() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
 }
 
+/// The enrollment token in `INSTALL_BUNDLE` is the Defender's: the application does not
+/// inherit it (the rest of the environment it does).
+#[test]
+fn the_application_does_not_inherit_the_install_bundle() {
+    let (mut cmd, _dir) = defender();
+    let out = cmd
+        .env("INSTALL_BUNDLE", unreachable_bundle())
+        .env("APP_SETTING", "kept")
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo \"${INSTALL_BUNDLE:-absent} $APP_SETTING\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "absent kept\n");
+}
+
 #[test]
 fn killed_application_exits_128_plus_signal() {
     let (mut cmd, _dir) = defender();
