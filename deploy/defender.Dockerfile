@@ -20,12 +20,14 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # Static (musl) binaries: the Defender runs inside arbitrary application images, and the
-# final images have no libc. Symbols are stripped (size); SQLite is built at -O1 (Cargo.toml);
+# final images have no libc. Symbols are stripped and the Console is built with LTO (size);
+# SQLite is built at -O1 (Cargo.toml);
 # the Defender uses its size-optimised profile (Cargo.toml [profile.defender]).
 RUN set -eu; \
     target="$(uname -m)-unknown-linux-musl"; \
     rustup target add "$target"; \
-    CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --locked --release --target "$target" \
+    CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_LTO=fat \
+        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 cargo build --locked --release --target "$target" \
         -p defender-console -p defender-demo --bins; \
     CARGO_PROFILE_DEFENDER_STRIP=symbols cargo build --locked --profile defender \
         --target "$target" -p defender --bins; \

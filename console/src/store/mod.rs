@@ -25,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use defenders::{DefenderRecord, Health, NewDefender, SessionRef, Standing};
 pub use events::{EventWriter, StoredEvent, WriteError};
-pub use policy::PolicyVersion;
+pub use policy::{PolicyTable, PolicyVersion};
 pub use tokens::{DEFAULT_ENROLLMENT_TTL, TokenKind};
 pub use users::UiSession;
 

@@ -11,15 +11,29 @@ pub struct PolicyVersion {
     pub saved_by: String,
 }
 
+/// The policies kept as numbered versions, each in a table of its own (migrations 0003, 0010).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyTable {
+    /// The App-Embedded runtime policy (`runtime_policies.rules_json`).
+    Runtime,
+    /// The WAAS policy (`waas_policies.policy_json`).
+    Waas,
+}
+
+impl PolicyTable {
+    /// (table, document column): constants, never input.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Runtime => ("runtime_policies", "rules_json"),
+            Self::Waas => ("waas_policies", "policy_json"),
+        }
+    }
+}
+
 impl Store {
     /// The policy in force, if one was ever saved.
     pub async fn current_policy(&self) -> Result<Option<PolicyVersion>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT version, rules_json, saved_at, saved_by FROM runtime_policies \
-             ORDER BY version DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?)
+        self.current_version(PolicyTable::Runtime).await
     }
 
     /// Saves a new version (already validated by the caller) and returns it.
@@ -28,20 +42,48 @@ impl Store {
         rules_json: &str,
         saved_by: &str,
     ) -> Result<PolicyVersion, StoreError> {
+        self.save_version(PolicyTable::Runtime, rules_json, saved_by)
+            .await
+    }
+
+    /// The newest version of `table`'s policy, if one was ever saved.
+    pub async fn current_version(
+        &self,
+        table: PolicyTable,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
+        let (name, column) = table.names();
+        let sql = format!(
+            "SELECT version, {column} AS rules_json, saved_at, saved_by FROM {name} \
+             ORDER BY version DESC LIMIT 1"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Saves `json` (already validated by the caller) as the next version of `table`'s policy.
+    pub async fn save_version(
+        &self,
+        table: PolicyTable,
+        json: &str,
+        saved_by: &str,
+    ) -> Result<PolicyVersion, StoreError> {
+        let (name, column) = table.names();
         let saved_at = now_ms();
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO runtime_policies (version, rules_json, saved_at, saved_by) \
-             VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM runtime_policies), ?, ?, ?) \
-             RETURNING version",
-        )
-        .bind(rules_json)
-        .bind(saved_at)
-        .bind(saved_by)
-        .fetch_one(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO {name} (version, {column}, saved_at, saved_by) \
+             VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM {name}), ?, ?, ?) \
+             RETURNING version"
+        );
+        let version: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(json)
+            .bind(saved_at)
+            .bind(saved_by)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(PolicyVersion {
             version,
-            rules_json: rules_json.to_owned(),
+            rules_json: json.to_owned(),
             saved_at,
             saved_by: saved_by.to_owned(),
         })

@@ -12,7 +12,7 @@ use prost::Message;
 use serde::Serialize;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::{PolicyVersion, Store, StoreError, now_ms};
+use super::{PolicyTable, PolicyVersion, Store, StoreError};
 
 /// WAAS events indexed per statement (17 bound values per row).
 const SYNC_CHUNK: i64 = 500;
@@ -82,12 +82,7 @@ static SYNC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 impl Store {
     /// The WAAS policy in force, if one was ever saved.
     pub async fn current_waas_policy(&self) -> Result<Option<PolicyVersion>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT version, policy_json AS rules_json, saved_at, saved_by FROM waas_policies \
-             ORDER BY version DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?)
+        self.current_version(PolicyTable::Waas).await
     }
 
     /// Saves a new WAAS policy version (already validated by the caller) and returns it.
@@ -96,23 +91,7 @@ impl Store {
         json: &str,
         saved_by: &str,
     ) -> Result<PolicyVersion, StoreError> {
-        let saved_at = now_ms();
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO waas_policies (version, policy_json, saved_at, saved_by) \
-             VALUES ((SELECT COALESCE(MAX(version), 0) + 1 FROM waas_policies), ?, ?, ?) \
-             RETURNING version",
-        )
-        .bind(json)
-        .bind(saved_at)
-        .bind(saved_by)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(PolicyVersion {
-            version,
-            rules_json: json.to_owned(),
-            saved_at,
-            saved_by: saved_by.to_owned(),
-        })
+        self.save_version(PolicyTable::Waas, json, saved_by).await
     }
 
     /// Indexes the WAAS events committed since the last call.
