@@ -305,7 +305,7 @@ async fn every_injection_family_is_prevented_where_it_hides() {
 async fn alert_passes_scanner_is_seen_and_exceptions_silence_a_rule_under_a_path() {
     let f = fixture(
         r#"{"protections":{"sqli":"alert"},
-            "exceptions":[{"ruleId":"xss","pathPrefix":"/cms/"}]}"#,
+            "exceptions":[{"rule_id":"xss","path_prefix":"/cms/"}]}"#,
     )
     .await;
     let a = f.proxy.local_addr();
@@ -352,14 +352,14 @@ async fn alert_passes_scanner_is_seen_and_exceptions_silence_a_rule_under_a_path
 
 #[tokio::test]
 async fn access_control_by_cidr_method_and_trusted_forwarded_for() {
-    let f = fixture(r#"{"access":{"allowedMethods":["GET","POST"]}}"#).await;
+    let f = fixture(r#"{"access":{"allowed_methods":["GET","POST"]}}"#).await;
     let (s, _, _) = send(f.proxy.local_addr(), "DELETE", "/x", &[], "").await;
     assert_eq!(s, 403);
     assert_eq!(f.sink.waas().pop().unwrap().rule, "access-130");
 
     // The client behind a trusted proxy is judged, not the proxy.
     let f = fixture(
-        r#"{"access":{"deniedCidrs":["203.0.113.0/24"]},"trustedProxies":["127.0.0.0/8"]}"#,
+        r#"{"access":{"denied_cidrs":["203.0.113.0/24"]},"trusted_proxies":["127.0.0.0/8"]}"#,
     )
     .await;
     let a = f.proxy.local_addr();
@@ -374,7 +374,7 @@ async fn access_control_by_cidr_method_and_trusted_forwarded_for() {
     assert_eq!(s, 200);
 
     // Without trusted proxies, X-Forwarded-For is not believed (no spoofing past the deny list).
-    let f = fixture(r#"{"access":{"deniedCidrs":["127.0.0.0/8"]}}"#).await;
+    let f = fixture(r#"{"access":{"denied_cidrs":["127.0.0.0/8"]}}"#).await;
     let a = f.proxy.local_addr();
     let (s, _, _) = send(a, "GET", "/", &[("x-forwarded-for", "198.51.100.1")], "").await;
     assert_eq!(s, 403);
@@ -382,7 +382,8 @@ async fn access_control_by_cidr_method_and_trusted_forwarded_for() {
 
 #[tokio::test]
 async fn rate_limit_with_burst_then_429_and_bans_after_prevent() {
-    let f = fixture(r#"{"rateLimit":{"requestsPerSecond":1,"burst":3,"effect":"prevent"}}"#).await;
+    let f =
+        fixture(r#"{"rate_limit":{"requests_per_second":1,"burst":3,"effect":"prevent"}}"#).await;
     let a = f.proxy.local_addr();
     for _ in 0..3 {
         assert_eq!(send(a, "GET", "/", &[], "").await.0, 200);
@@ -403,7 +404,7 @@ async fn rate_limit_with_burst_then_429_and_bans_after_prevent() {
     assert_eq!(s, 403);
     assert!(body.contains("banned"), "{body}");
 
-    let f = fixture(r#"{"ban":{"minutes":5,"afterPrevents":2,"windowSeconds":60}}"#).await;
+    let f = fixture(r#"{"ban":{"minutes":5,"after_prevents":2,"window_seconds":60}}"#).await;
     let a = f.proxy.local_addr();
     assert_eq!(send(a, "GET", "/", &[], "").await.0, 200);
     assert_eq!(send(a, "GET", "/?f=../../etc/passwd", &[], "").await.0, 403);
@@ -434,7 +435,7 @@ async fn upstream_down_gives_502_and_the_proxy_stays_up() {
 
 #[tokio::test]
 async fn bodies_stream_past_the_inspection_prefix_and_keep_alive_reuses_connections() {
-    let f = fixture(r#"{"inspectBodyBytes":1024}"#).await;
+    let f = fixture(r#"{"inspect_body_bytes":1024}"#).await;
     let a = f.proxy.local_addr();
     // 200 KB body: inspected prefix, the rest streamed; upstream receives every byte.
     let big = "a=".to_owned() + &"x".repeat(200_000);
@@ -707,8 +708,8 @@ async fn inspection_failure_follows_fail_open_or_fail_closed_and_is_reported() {
         (e.rule.as_str(), e.effect.as_str(), e.status),
         ("failopen-110", "alert", 0)
     );
-    // failOpen false: 503 with an event id.
-    let f = fixture_with(r#"{"failOpen":false}"#, limits, None).await;
+    // fail_open false: 503 with an event id.
+    let f = fixture_with(r#"{"fail_open":false}"#, limits, None).await;
     let (s, body, _) = send(f.proxy.local_addr(), "GET", "/", &[], "").await;
     assert_eq!(s, 503, "{body}");
     let e = f.sink.waas().pop().unwrap();

@@ -267,6 +267,8 @@ async fn api_field_names_are_snake_case() {
         format!("/api/v1/compliance?defender={id}"),
         "/api/v1/vulndb".to_owned(),
         "/api/v1/policies/compliance".to_owned(),
+        "/api/v1/policies/waas".to_owned(),
+        "/api/v1/waas/events".to_owned(),
     ];
     for path in &paths {
         let resp = web.get_with_token(path, &token).await;

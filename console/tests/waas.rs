@@ -43,7 +43,7 @@ async fn policy_push_403_with_event_id_and_the_event_on_the_waas_page() {
         .http
         .put(web.url("/api/v1/policies/waas"))
         .bearer_auth(&token)
-        .body(r#"{"access":{"deniedCidrs":["nope"]},"ban":{"minutes":0}}"#)
+        .body(r#"{"access":{"denied_cidrs":["nope"]},"ban":{"minutes":0}}"#)
         .send()
         .await
         .unwrap();
@@ -55,7 +55,7 @@ async fn policy_push_403_with_event_id_and_the_event_on_the_waas_page() {
         .iter()
         .map(|p| p["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["access.deniedCidrs[0]", "ban.minutes"]);
+    assert_eq!(paths, ["access.denied_cidrs[0]", "ban.minutes"]);
 
     // The Defender: link + WAAS proxy in front of the app.
     let (waas_tx, waas_rx) = watch::channel(None);
@@ -235,7 +235,8 @@ async fn waas_policy_page_lists_every_problem_escaped_and_saves() {
     let html = page.text().await.unwrap();
     assert!(html.contains("built-in default"));
     assert!(html.contains("sqli-100"), "rule catalogue");
-    let typed = r#"{"exceptions":[{"ruleId":"<b>x</b>","pathPrefix":"api"}],"maxHeaderBytes":1}"#;
+    let typed =
+        r#"{"exceptions":[{"rule_id":"<b>x</b>","path_prefix":"api"}],"max_header_bytes":1}"#;
     let resp = web
         .http
         .post(web.url("/defend/waas"))
@@ -248,9 +249,9 @@ async fn waas_policy_page_lists_every_problem_escaped_and_saves() {
     let html = resp.text().await.unwrap();
     assert!(!html.contains("<b>x</b>"));
     for p in [
-        "exceptions[0].ruleId",
-        "exceptions[0].pathPrefix",
-        "maxHeaderBytes",
+        "exceptions[0].rule_id",
+        "exceptions[0].path_prefix",
+        "max_header_bytes",
     ] {
         assert!(html.contains(&format!("<code>{p}</code>")), "{p} missing");
     }

@@ -115,7 +115,7 @@ impl Guard {
         })
     }
 
-    /// Takes one token for `ip` (refilled at `rateLimit.requestsPerSecond` up to `burst`) and
+    /// Takes one token for `ip` (refilled at `rate_limit.requests_per_second` up to `burst`) and
     /// checks the ban. A banned client takes no token.
     pub fn admit(&mut self, ip: IpAddr, p: &WaasPolicy, now: Instant) -> Admission {
         let rate = f64::from(p.rate_limit.requests_per_second);
@@ -144,7 +144,7 @@ impl Guard {
     }
 
     /// Records a prevent verdict for `ip`; bans it when `ban` is true or when it reached
-    /// `ban.afterPrevents` within `ban.windowSeconds`. Returns true when the client is now banned.
+    /// `ban.after_prevents` within `ban.window_seconds`. Returns true when the client is now banned.
     pub fn record_prevent(&mut self, ip: IpAddr, ban: bool, p: &WaasPolicy, now: Instant) -> bool {
         let burst = f64::from(p.rate_limit.burst.max(1));
         let c = self.entry(ip, now, burst);

@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(d.finding.location, Location::Query);
         assert_eq!(d.finding.name, "id");
         let p =
-            WaasPolicy::from_json(r#"{"exceptions":[{"ruleId":"sqli","pathPrefix":"/items"}]}"#)
+            WaasPolicy::from_json(r#"{"exceptions":[{"rule_id":"sqli","path_prefix":"/items"}]}"#)
                 .unwrap();
         assert_eq!(
             evaluate(&e, &p, &get("/items?id=1%27%20OR%20%271%27=%271")).effect(),
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn access_control() {
         let p = WaasPolicy::from_json(
-            r#"{"access":{"deniedCidrs":["203.0.113.0/24"],"allowedMethods":["GET"]}}"#,
+            r#"{"access":{"denied_cidrs":["203.0.113.0/24"],"allowed_methods":["GET"]}}"#,
         )
         .unwrap();
         let bad: IpAddr = "203.0.113.9".parse().unwrap();
@@ -183,7 +183,7 @@ mod tests {
             "access-130"
         );
         assert!(access_check(&p, good, "GET").is_none());
-        let p = WaasPolicy::from_json(r#"{"access":{"allowedCidrs":["10.0.0.0/8"]}}"#).unwrap();
+        let p = WaasPolicy::from_json(r#"{"access":{"allowed_cidrs":["10.0.0.0/8"]}}"#).unwrap();
         assert_eq!(access_check(&p, good, "GET").unwrap().rule_id, "access-120");
     }
 }

@@ -4,15 +4,15 @@
 //! {
 //!   "enabled": true,
 //!   "protections": {"sqli": "prevent", "xss": "prevent", "scanner": "alert"},
-//!   "access": {"allowedCidrs": [], "deniedCidrs": ["203.0.113.0/24"],
-//!              "allowedMethods": ["GET", "POST"], "effect": "prevent"},
-//!   "exceptions": [{"ruleId": "sqli-110", "pathPrefix": "/api/search"}],
-//!   "rateLimit": {"requestsPerSecond": 100, "burst": 200, "effect": "prevent"},
-//!   "ban": {"minutes": 10, "afterPrevents": 5, "windowSeconds": 60},
-//!   "failOpen": true,
-//!   "inspectBodyBytes": 65536,
-//!   "trustedProxies": ["10.0.0.0/16"],
-//!   "maxHeaderBytes": 16384
+//!   "access": {"allowed_cidrs": [], "denied_cidrs": ["203.0.113.0/24"],
+//!              "allowed_methods": ["GET", "POST"], "effect": "prevent"},
+//!   "exceptions": [{"rule_id": "sqli-110", "path_prefix": "/api/search"}],
+//!   "rate_limit": {"requests_per_second": 100, "burst": 200, "effect": "prevent"},
+//!   "ban": {"minutes": 10, "after_prevents": 5, "window_seconds": 60},
+//!   "fail_open": true,
+//!   "inspect_body_bytes": 65536,
+//!   "trusted_proxies": ["10.0.0.0/16"],
+//!   "max_header_bytes": 16384
 //! }
 //! ```
 
@@ -65,11 +65,11 @@ impl Effect {
 
 /// Client access control.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields, default)]
 pub struct Access {
     /// When not empty, only clients in these CIDRs (or bare IPs) are served.
     pub allowed_cidrs: Vec<String>,
-    /// Clients in these CIDRs are refused (checked after `allowedCidrs`).
+    /// Clients in these CIDRs are refused (checked after `allowed_cidrs`).
     pub denied_cidrs: Vec<String>,
     /// When not empty, only these methods are served (upper case).
     pub allowed_methods: Vec<String>,
@@ -90,7 +90,7 @@ impl Default for Access {
 
 /// Silences one rule under one path prefix (a false positive the operator accepted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct Exception {
     /// Rule id (`sqli-110`) or a family name (`sqli`) for all its rules.
     pub rule_id: String,
@@ -100,7 +100,7 @@ pub struct Exception {
 
 /// Per-client-IP token bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields, default)]
 pub struct RateLimit {
     /// Sustained requests per second per client IP.
     pub requests_per_second: u32,
@@ -122,13 +122,13 @@ impl Default for RateLimit {
 
 /// Bans: how long, and after how many prevent verdicts in a window a client is banned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields, default)]
 pub struct Ban {
     /// Ban length, minutes.
     pub minutes: u32,
-    /// Prevent verdicts within `windowSeconds` that ban the client (0: only the `ban` effect bans).
+    /// Prevent verdicts within `window_seconds` that ban the client (0: only the `ban` effect bans).
     pub after_prevents: u32,
-    /// Window for `afterPrevents`, seconds.
+    /// Window for `after_prevents`, seconds.
     pub window_seconds: u32,
 }
 
@@ -144,7 +144,7 @@ impl Default for Ban {
 
 /// The whole WAAS policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields, default)]
 pub struct WaasPolicy {
     /// False: the proxy forwards without inspecting anything.
     pub enabled: bool,
@@ -195,10 +195,10 @@ impl Default for WaasPolicy {
     }
 }
 
-/// One problem in a policy document, with its path (`access.deniedCidrs[2]`).
+/// One problem in a policy document, with its path (`access.denied_cidrs[2]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyProblem {
-    /// Where (`exceptions[0].ruleId`); empty for the document.
+    /// Where (`exceptions[0].rule_id`); empty for the document.
     pub path: String,
     /// What is wrong.
     pub message: String,
@@ -263,9 +263,9 @@ impl WaasPolicy {
         let mut errs = Vec::new();
         let mut err = |path: String, message: String| errs.push(PolicyProblem { path, message });
         let lists: [(&str, &Vec<String>); 3] = [
-            ("access.allowedCidrs", &self.access.allowed_cidrs),
-            ("access.deniedCidrs", &self.access.denied_cidrs),
-            ("trustedProxies", &self.trusted_proxies),
+            ("access.allowed_cidrs", &self.access.allowed_cidrs),
+            ("access.denied_cidrs", &self.access.denied_cidrs),
+            ("trusted_proxies", &self.trusted_proxies),
         ];
         for (name, list) in lists {
             if list.len() > MAX_LIST {
@@ -282,7 +282,7 @@ impl WaasPolicy {
         }
         if self.access.allowed_methods.len() > MAX_LIST {
             err(
-                "access.allowedMethods".into(),
+                "access.allowed_methods".into(),
                 format!("more than {MAX_LIST} entries"),
             );
         }
@@ -298,7 +298,7 @@ impl WaasPolicy {
                 && m.bytes().all(|c| c.is_ascii_uppercase() || c == b'-');
             if !token {
                 err(
-                    format!("access.allowedMethods[{i}]"),
+                    format!("access.allowed_methods[{i}]"),
                     format!("{m:?} is not an upper-case HTTP method (GET, POST...)"),
                 );
             }
@@ -313,7 +313,7 @@ impl WaasPolicy {
                 || matches!(e.rule_id.as_str(), "access" | "rate_limit");
             if !known {
                 err(
-                    format!("exceptions[{i}].ruleId"),
+                    format!("exceptions[{i}].rule_id"),
                     format!(
                         "unknown rule id {:?} (a rule id such as sqli-110, or a family such as sqli)",
                         e.rule_id
@@ -322,7 +322,7 @@ impl WaasPolicy {
             }
             if !e.path_prefix.starts_with('/') || e.path_prefix.len() > 1024 {
                 err(
-                    format!("exceptions[{i}].pathPrefix"),
+                    format!("exceptions[{i}].path_prefix"),
                     "must start with / and be at most 1024 bytes".into(),
                 );
             }
@@ -330,12 +330,12 @@ impl WaasPolicy {
         if self.rate_limit.effect != Effect::Disable {
             if self.rate_limit.requests_per_second == 0 {
                 err(
-                    "rateLimit.requestsPerSecond".into(),
-                    "must be at least 1 (or set rateLimit.effect to disable)".into(),
+                    "rate_limit.requests_per_second".into(),
+                    "must be at least 1 (or set rate_limit.effect to disable)".into(),
                 );
             }
             if self.rate_limit.burst < self.rate_limit.requests_per_second.min(1) {
-                err("rateLimit.burst".into(), "must be at least 1".into());
+                err("rate_limit.burst".into(), "must be at least 1".into());
             }
         }
         if self.ban.minutes == 0 || self.ban.minutes > 7 * 24 * 60 {
@@ -346,19 +346,19 @@ impl WaasPolicy {
         }
         if self.ban.after_prevents > 0 && self.ban.window_seconds == 0 {
             err(
-                "ban.windowSeconds".into(),
-                "must be at least 1 when afterPrevents is set".into(),
+                "ban.window_seconds".into(),
+                "must be at least 1 when after_prevents is set".into(),
             );
         }
         if self.inspect_body_bytes > MAX_INSPECT_BODY_BYTES {
             err(
-                "inspectBodyBytes".into(),
+                "inspect_body_bytes".into(),
                 format!("at most {MAX_INSPECT_BODY_BYTES}"),
             );
         }
         if !(1024..=256 * 1024).contains(&self.max_header_bytes) {
             err(
-                "maxHeaderBytes".into(),
+                "max_header_bytes".into(),
                 "must be between 1024 and 262144".into(),
             );
         }
@@ -390,21 +390,21 @@ mod tests {
     #[test]
     fn validation_reports_every_problem_with_its_path() {
         let errs = WaasPolicy::from_json(
-            r#"{"access":{"deniedCidrs":["10.0.0.0/8","nope"],"allowedMethods":["get"]},
-                "exceptions":[{"ruleId":"sqli-999","pathPrefix":"api"}],
-                "ban":{"minutes":0},"maxHeaderBytes":10}"#,
+            r#"{"access":{"denied_cidrs":["10.0.0.0/8","nope"],"allowed_methods":["get"]},
+                "exceptions":[{"rule_id":"sqli-999","path_prefix":"api"}],
+                "ban":{"minutes":0},"max_header_bytes":10}"#,
         )
         .unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
             [
-                "access.deniedCidrs[1]",
-                "access.allowedMethods[0]",
-                "exceptions[0].ruleId",
-                "exceptions[0].pathPrefix",
+                "access.denied_cidrs[1]",
+                "access.allowed_methods[0]",
+                "exceptions[0].rule_id",
+                "exceptions[0].path_prefix",
                 "ban.minutes",
-                "maxHeaderBytes"
+                "max_header_bytes"
             ]
         );
         let e = WaasPolicy::from_json(r#"{"protections":{"sqli":"block"}}"#).unwrap_err();
@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn exceptions_match_rule_or_family_under_prefix() {
         let p = WaasPolicy::from_json(
-            r#"{"exceptions":[{"ruleId":"sqli-110","pathPrefix":"/search"},{"ruleId":"xss","pathPrefix":"/cms"}]}"#,
+            r#"{"exceptions":[{"rule_id":"sqli-110","path_prefix":"/search"},{"rule_id":"xss","path_prefix":"/cms"}]}"#,
         )
         .unwrap();
         assert!(p.excepted("sqli-110", "sqli", "/search?q=1"));

@@ -2,7 +2,7 @@
 //!
 //! `defender run --waas LISTEN=UPSTREAM` (and `fargate sidecar --waas`) listens on LISTEN and
 //! forwards to UPSTREAM (the app on localhost: every container of a task shares the network
-//! namespace). Each request head and at most `inspectBodyBytes` of its body are judged by
+//! namespace). Each request head and at most `inspect_body_bytes` of its body are judged by
 //! [`defender_waas`] under the WAAS policy pushed by the Console; findings become `WaasEvent`s on
 //! the spool, like every other event.
 //!

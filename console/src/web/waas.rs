@@ -80,12 +80,12 @@ fn document(v: Option<&PolicyVersion>) -> serde_json::Value {
     match v {
         Some(v) => serde_json::json!({
             "version": v.version,
-            "savedAt": rfc3339(v.saved_at),
-            "savedBy": v.saved_by,
+            "saved_at": rfc3339(v.saved_at),
+            "saved_by": v.saved_by,
             "policy": serde_json::from_str::<serde_json::Value>(&v.rules_json).unwrap_or_default(),
         }),
         None => serde_json::json!({
-            "version": null, "savedAt": null, "savedBy": null,
+            "version": null, "saved_at": null, "saved_by": null,
             "policy": WaasPolicy::default(),
         }),
     }
@@ -262,7 +262,7 @@ async fn render_policy(
             button.primary type="submit" { "Save" }
         }
         h2 { "Rules" }
-        p.muted { "Rule ids for " code { "exceptions" } " (" code { "{\"ruleId\": \"sqli-110\", \"pathPrefix\": \"/search\"}" } "); a family name silences all its rules." }
+        p.muted { "Rule ids for " code { "exceptions" } " (" code { "{\"rule_id\": \"sqli-110\", \"path_prefix\": \"/search\"}" } "); a family name silences all its rules." }
         table.grid #rules {
             thead { tr { th { "Rule" } th { "Family" } th { "Detects" } } }
             tbody {
