@@ -346,21 +346,6 @@ impl Store {
         Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)
     }
 
-    /// Audits per Defender (total and prevented), for every Defender that has any.
-    pub async fn audit_counts(&self) -> Result<HashMap<String, AuditCounts>, StoreError> {
-        self.sync_audit_index().await?;
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT defender_id, COUNT(*), SUM(CASE WHEN effect = 2 THEN 1 ELSE 0 END) \
-             FROM audit_index GROUP BY defender_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, total, prevented)| (id, AuditCounts { total, prevented }))
-            .collect())
-    }
-
     /// Audit counts of the Defenders `ids` (one page of a list); Defenders without audits are
     /// left out.
     pub async fn audit_counts_for(
@@ -368,24 +353,13 @@ impl Store {
         ids: impl Iterator<Item = &str>,
     ) -> Result<HashMap<String, AuditCounts>, StoreError> {
         self.sync_audit_index().await?;
-        let mut out = HashMap::new();
-        let ids: Vec<&str> = ids.collect();
-        // SQLite's bound-parameter limit is far above a page; chunks keep CSV exports safe.
-        for chunk in ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
-            let sql = format!(
-                "SELECT defender_id, COUNT(*), SUM(CASE WHEN effect = 2 THEN 1 ELSE 0 END) \
-                 FROM audit_index WHERE defender_id IN ({marks}) GROUP BY defender_id"
-            );
-            let mut q = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for (id, total, prevented) in q.fetch_all(&self.pool).await? {
-                out.insert(id, AuditCounts { total, prevented });
-            }
-        }
-        Ok(out)
+        let counts = self
+            .counts_per_defender("audit_index", "effect = 2", ids)
+            .await?;
+        Ok(counts
+            .into_iter()
+            .map(|(id, (total, prevented))| (id, AuditCounts { total, prevented }))
+            .collect())
     }
 
     /// Audit counts of one Defender.

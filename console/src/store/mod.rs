@@ -75,3 +75,37 @@ impl Store {
 pub fn now_ms() -> i64 {
     crate::clock::wall_ms()
 }
+
+impl Store {
+    /// `(rows, rows matching `flagged`)` per Defender of `ids` in an index table with a
+    /// `defender_id` column (`audit_index`, `waas_index`); Defenders without rows are left out.
+    /// `table` and `flagged` are constants of the callers, never input. The ids are bound in
+    /// chunks of 500, far under SQLite's bound-parameter limit, so a whole-fleet CSV export works.
+    async fn counts_per_defender(
+        &self,
+        table: &'static str,
+        flagged: &'static str,
+        ids: impl Iterator<Item = &str>,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        let ids: Vec<&str> = ids.collect();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT defender_id, COUNT(*), SUM(CASE WHEN {flagged} THEN 1 ELSE 0 END) \
+                 FROM {table} WHERE defender_id IN ({marks}) GROUP BY defender_id"
+            );
+            let mut q = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            out.extend(
+                q.fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|(id, total, flagged)| (id, (total, flagged))),
+            );
+        }
+        Ok(out)
+    }
+}

@@ -199,40 +199,12 @@ impl Store {
         ids: impl Iterator<Item = &str>,
     ) -> Result<HashMap<String, WaasCounts>, StoreError> {
         self.sync_waas_index().await?;
-        let mut out = HashMap::new();
-        let ids: Vec<&str> = ids.collect();
-        // Chunks keep a CSV export of the whole fleet under SQLite's bound-parameter limit.
-        for chunk in ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
-            let sql = format!(
-                "SELECT defender_id, COUNT(*), \
-                 SUM(CASE WHEN effect IN ('prevent', 'ban') THEN 1 ELSE 0 END) \
-                 FROM waas_index WHERE defender_id IN ({marks}) GROUP BY defender_id"
-            );
-            let mut q = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for (id, total, refused) in q.fetch_all(&self.pool).await? {
-                out.insert(id, WaasCounts { total, refused });
-            }
-        }
-        Ok(out)
-    }
-
-    /// WAAS events per Defender (all Defenders with at least one).
-    pub async fn waas_counts(&self) -> Result<HashMap<String, WaasCounts>, StoreError> {
-        self.sync_waas_index().await?;
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT defender_id, COUNT(*), \
-             SUM(CASE WHEN effect IN ('prevent', 'ban') THEN 1 ELSE 0 END) \
-             FROM waas_index GROUP BY defender_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
+        let counts = self
+            .counts_per_defender("waas_index", "effect IN ('prevent', 'ban')", ids)
+            .await?;
+        Ok(counts
             .into_iter()
-            .map(|(id, total, refused)| (id, WaasCounts { total, refused }))
+            .map(|(id, (total, refused))| (id, WaasCounts { total, refused }))
             .collect())
     }
 
