@@ -19,13 +19,12 @@
 //! Run: cargo bench -p defender-console --bench capture
 //! (the workloads are this program itself, re-executed with `workload …`).
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use defender_console::server::{self, ServeConfig};
-use tokio::net::TcpListener;
 
 const EXECS: usize = 10_000;
 const CONNECTS: usize = 1_000;
@@ -236,28 +235,8 @@ fn run_workload(env: &Env, mode: Option<&str>, args: &[&str], rss: bool) -> (f64
 
 async fn run() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = ServeConfig {
-        data_dir: tmp.path().join("console"),
-        sans: vec![],
-        heartbeat_interval: Duration::from_secs(2),
-        defender_retention: Duration::from_secs(3600),
-        client_cert_validity: Duration::from_secs(3600),
-        admin_password: Some("bench".into()),
-    };
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let console = server::start(cfg.clone(), grpc, http)
-        .await
-        .expect("console");
-    let bundle = server::create_bundle(
-        &cfg.data_dir,
-        &format!("127.0.0.1:{}", console.grpc_addr.port()),
-        "bench",
-        None,
-    )
-    .await
-    .expect("bundle")
-    .encode();
+    let console = support::start_console(tmp.path(), Duration::from_secs(2), "bench").await;
+    let bundle = support::bundle(tmp.path(), &console).await.encode();
     let (defender, built) = defender_bin();
     let env = Env {
         defender,

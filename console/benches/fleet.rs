@@ -6,12 +6,12 @@
 //!
 //! Run: cargo bench -p defender-console --bench fleet   (FLEET_DEFENDERS to change the size)
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use defender_console::server::{self, ServeConfig};
 use defender_console::store::{Health, NewDefender, TokenKind, now_ms};
 use defender_proto::v1::{Hello, Mode, TaskMetadata};
-use tokio::net::TcpListener;
 
 /// Requests per measured case.
 const SAMPLES: usize = 100;
@@ -66,17 +66,8 @@ async fn run() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = ServeConfig {
-        data_dir: tmp.path().join("console"),
-        sans: vec![],
-        heartbeat_interval: Duration::from_secs(10),
-        defender_retention: Duration::from_secs(3600),
-        client_cert_validity: Duration::from_secs(3600),
-        admin_password: Some("bench-password".into()),
-    };
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let console = server::start(cfg, grpc, http).await.expect("console");
+    let console =
+        support::start_console(tmp.path(), Duration::from_secs(10), "bench-password").await;
     let store = console.store.clone();
     let enroll = store
         .create_token(TokenKind::Enrollment, "bench", None)

@@ -4,6 +4,8 @@
 //!
 //! Run: cargo bench -p defender-console --bench replay
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use defender::bundle::InstallBundle;
@@ -11,11 +13,9 @@ use defender::link::{Backoff, Link, LinkConfig};
 use defender::outbox::Outbox;
 use defender::simulate::synthetic_event;
 use defender::spool::SpoolConfig;
-use defender_console::server::{self, ServeConfig};
 use defender_console::store::{EventWriter, NewDefender, TokenKind};
 use defender_proto::v1::{Mode, TaskMetadata};
 use rand::SeedableRng;
-use tokio::net::TcpListener;
 
 const EVENTS: u64 = 100_000;
 
@@ -30,27 +30,8 @@ fn main() {
 
 async fn run() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = ServeConfig {
-        data_dir: tmp.path().join("console"),
-        sans: vec![],
-        heartbeat_interval: Duration::from_secs(10),
-        defender_retention: Duration::from_secs(3600),
-        client_cert_validity: Duration::from_secs(3600),
-        admin_password: Some("bench".into()),
-    };
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let console = server::start(cfg.clone(), grpc, http)
-        .await
-        .expect("console");
-    let bundle = server::create_bundle(
-        &cfg.data_dir,
-        &format!("127.0.0.1:{}", console.grpc_addr.port()),
-        "bench",
-        None,
-    )
-    .await
-    .expect("bundle");
+    let console = support::start_console(tmp.path(), Duration::from_secs(10), "bench").await;
+    let bundle = support::bundle(tmp.path(), &console).await;
 
     // Spool 100k events as if the Console had been unreachable.
     let agent_dir = tmp.path().join("agent");
