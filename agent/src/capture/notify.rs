@@ -924,21 +924,11 @@ fn boot_ms() -> Option<i64> {
     secs.checked_mul(1000)
 }
 
-/// Whether thread `tid` leads its thread group (its tid is the process id): `pidfd_open`
-/// without `PIDFD_THREAD` refuses any other thread (EINVAL; pidfd_open(2), Linux 5.3). Cheaper
-/// than reading `/proc/<tid>/status`; a false answer only means the slower read is made.
+/// Whether thread `tid` leads its thread group (its tid is the process id): see
+/// [`remote::pidfd_open`]. Cheaper than reading `/proc/<tid>/status`; a false answer only means
+/// the slower read is made.
 fn is_leader(tid: u32) -> bool {
-    let Ok(tid) = libc::pid_t::try_from(tid) else {
-        return false;
-    };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, 0) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: the descriptor was just returned to us and is closed once.
-    unsafe { libc::close(fd as libc::c_int) };
-    true
+    remote::pidfd_open(tid).is_ok()
 }
 
 fn kill(pid: u32) -> bool {

@@ -157,16 +157,24 @@ pub struct SocketInfo {
     pub local: Option<SocketAddr>,
 }
 
-/// A duplicate of file descriptor `fd` of `pid` (`pidfd_open` + `pidfd_getfd`, Linux ≥ 5.6).
-pub fn dup_fd(pid: u32, fd: u64) -> io::Result<OwnedFd> {
-    let fd = libc::c_long::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+/// A pidfd of process `pid` (`pidfd_open`, Linux ≥ 5.3). Without `PIDFD_THREAD` the kernel
+/// refuses (EINVAL) a thread that does not lead its thread group, so success also says that
+/// `pid` is a process id, not another thread's id.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::c_long::from(pid as i32), 0) };
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::c_long::from(pid), 0) };
     if pidfd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: pidfd is a descriptor we own from here on.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(pidfd as i32) })
+}
+
+/// A duplicate of file descriptor `fd` of `pid` (`pidfd_open` + `pidfd_getfd`, Linux ≥ 5.6).
+pub fn dup_fd(pid: u32, fd: u64) -> io::Result<OwnedFd> {
+    let fd = libc::c_long::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let pidfd = pidfd_open(pid)?;
     // SAFETY: pidfd_getfd takes descriptors and flags and returns a new descriptor or -1.
     let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
     if dup < 0 {
