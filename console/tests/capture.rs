@@ -390,12 +390,18 @@ def reuse():
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind((\"127.0.0.1\", {reuse_port})); s.listen(); return s
 a = reuse(); b = reuse()
-# 3. one listener shared by forked workers (a denied port: every holder must die)
-shared = socket.socket(); shared.bind((\"127.0.0.1\", {shared_port})); shared.listen()
-workers = [os.fork() for _ in range(2)]
-if 0 in workers:
-    time.sleep(30); os._exit(0)
-shared.close()
+# 3. one listener shared by forked workers (a denied port: every holder must die). The app
+# only binds; the workers start listening after it closed its copy, so no poll can find the
+# app itself holding the denied listener.
+shared = socket.socket(); shared.bind((\"127.0.0.1\", {shared_port}))
+r, w = os.pipe()
+workers = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w); os.read(r, 1); shared.listen(); time.sleep(30); os._exit(0)
+    workers.append(pid)
+shared.close(); os.close(r); os.write(w, b\"gg\")
 # 4. a UDP client that only sends
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b\"x\", (\"127.0.0.1\", 9))
 # 5. a connect that never completes: a listener whose queue is full drops the SYN
