@@ -19,7 +19,8 @@
 //! Run: cargo bench -p defender-console --bench capture
 //! (the workloads are this program itself, re-executed with `workload …`).
 
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -235,8 +236,9 @@ fn run_workload(env: &Env, mode: Option<&str>, args: &[&str], rss: bool) -> (f64
 
 async fn run() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let console = support::start_console(tmp.path(), Duration::from_secs(2), "bench").await;
-    let bundle = support::bundle(tmp.path(), &console).await.encode();
+    let data_dir = tmp.path().join("console");
+    let console = common::start_console(&data_dir, Duration::from_secs(2)).await;
+    let bundle = common::bundle_b64(&data_dir, &console).await;
     let (defender, built) = defender_bin();
     let env = Env {
         defender,

@@ -6,7 +6,8 @@
 //!
 //! Run: cargo bench -p defender-console --bench fleet   (FLEET_DEFENDERS to change the size)
 
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -66,8 +67,7 @@ async fn run() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let console =
-        support::start_console(tmp.path(), Duration::from_secs(10), "bench-password").await;
+    let console = common::start_console(&tmp.path().join("console"), Duration::from_secs(10)).await;
     let store = console.store.clone();
     let enroll = store
         .create_token(TokenKind::Enrollment, "bench", None)
@@ -140,7 +140,7 @@ async fn run() {
         .expect("api token");
     let login = http
         .post(format!("{base}/login"))
-        .form(&[("username", "admin"), ("password", "bench-password")])
+        .form(&[("username", "admin"), ("password", common::ADMIN_PASSWORD)])
         .send()
         .await
         .expect("login");

@@ -4,7 +4,8 @@
 //!
 //! Run: cargo bench -p defender-console --bench replay
 
-mod support;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,10 @@ fn main() {
 
 async fn run() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let console = support::start_console(tmp.path(), Duration::from_secs(10), "bench").await;
-    let bundle = support::bundle(tmp.path(), &console).await;
+    let data_dir = tmp.path().join("console");
+    let console = common::start_console(&data_dir, Duration::from_secs(10)).await;
+    let bundle =
+        InstallBundle::decode(&common::bundle_b64(&data_dir, &console).await).expect("bundle");
 
     // Spool 100k events as if the Console had been unreachable.
     let agent_dir = tmp.path().join("agent");
@@ -47,7 +50,7 @@ async fn run() {
     // Replay: connect, deliver everything, wait for the last ack.
     let t = Instant::now();
     let link = Link::spawn(LinkConfig {
-        bundle: InstallBundle::decode(&bundle.encode()).expect("bundle"),
+        bundle: bundle.clone(),
         data_dir: agent_dir,
         mode: Mode::Simulated,
         metadata: TaskMetadata {
