@@ -256,12 +256,7 @@ attempt(\"dns\", lambda: u.sendto({dns_query}, (\"127.0.0.1\", 53)))
 ' >> log"
     );
     let child = run_defender(&bundle, agent.path(), work.path(), "exact", &script, &[]);
-    eventually("policy in force", WAIT, || async {
-        let text = std::fs::read_to_string(agent.path().join("policy.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        (v["version"].as_i64()? >= version).then_some(())
-    })
-    .await;
+    policy_in_force(agent.path(), version).await;
     std::fs::write(work.path().join("go"), b"go").unwrap();
     assert_eq!(finish(child).await.code(), Some(0));
     let log = std::fs::read_to_string(work.path().join("log")).unwrap();
@@ -415,12 +410,7 @@ time.sleep(1.5)
 '"
     );
     let child = run_defender(&bundle, agent.path(), work.path(), "poll", &script, &[]);
-    eventually("policy in force", WAIT, || async {
-        let text = std::fs::read_to_string(agent.path().join("policy.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        (v["version"].as_i64()? >= version).then_some(())
-    })
-    .await;
+    policy_in_force(agent.path(), version).await;
     std::fs::write(work.path().join("go"), b"go").unwrap();
     let status = finish(child).await;
     // The app itself survived: its UDP client was not taken for a listener.

@@ -43,17 +43,6 @@ fn run_defender(bundle: &str, agent: &Path, dir: &Path, script: &str) -> Child {
         .unwrap()
 }
 
-/// Waits until the Defender persisted policy `version` (it is in force from then on).
-async fn policy_in_force(agent: &Path, version: i64) {
-    let file = agent.join("policy.json");
-    eventually("policy in force in the Defender", WAIT, || async {
-        let text = std::fs::read_to_string(&file).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        (v["version"].as_i64()? >= version).then_some(())
-    })
-    .await;
-}
-
 async fn audits(console: &RunningConsole) -> Vec<RuntimeAudit> {
     let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM defenders")
         .fetch_all(console.store.pool())

@@ -167,3 +167,19 @@ pub fn which(cmd: &str) -> std::path::PathBuf {
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{cmd} not found"))
 }
+
+/// Waits until the Defender whose data directory is `agent` persisted policy `version` (it is
+/// in force from then on).
+pub async fn policy_in_force(agent: &Path, version: i64) {
+    let file = agent.join("policy.json");
+    eventually(
+        "policy in force in the Defender",
+        Duration::from_secs(60),
+        || async {
+            let text = std::fs::read_to_string(&file).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (v["version"].as_i64()? >= version).then_some(())
+        },
+    )
+    .await;
+}
