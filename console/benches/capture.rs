@@ -19,6 +19,8 @@
 //! Run: cargo bench -p defender-console --bench capture
 //! (the workloads are this program itself, re-executed with `workload …`).
 
+#[path = "../tests/db_support/mod.rs"]
+mod db_support;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -258,10 +260,10 @@ async fn run() {
     let stored = |sql: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
+            defender_console::with_pool!(&pool, |p| sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(p)
                 .await
-                .expect("count")
+                .expect("count"))
         }
     };
 
@@ -295,11 +297,12 @@ async fn run() {
             100.0 * conns.min(CONNECTS as i64) as f64 / CONNECTS as f64,
         );
     }
-    let mut lat: Vec<i64> =
-        sqlx::query_scalar("SELECT received_at - time_ms FROM events WHERE kind = 'process_start'")
-            .fetch_all(&pool)
-            .await
-            .expect("latencies");
+    let mut lat: Vec<i64> = defender_console::with_pool!(&pool, |p| sqlx::query_scalar(
+        "SELECT received_at - time_ms FROM events WHERE kind = 'process_start'"
+    )
+    .fetch_all(p)
+    .await
+    .expect("latencies"));
     lat.sort_unstable();
     if !lat.is_empty() {
         let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];

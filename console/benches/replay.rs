@@ -4,6 +4,8 @@
 //!
 //! Run: cargo bench -p defender-console --bench replay
 
+#[path = "../tests/db_support/mod.rs"]
+mod db_support;
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -53,7 +53,9 @@ pub async fn user(command: UserCommand) -> Result<(), AdminError> {
                     "the password must have at least {MIN_PASSWORD_CHARS} characters"
                 )));
             }
-            let (store, _) = server::open_data_dir(&args.data.data_dir).await?;
+            let (store, _) =
+                server::open_data_dir(&args.data.data_dir, args.data.database_url.as_deref())
+                    .await?;
             let created = store.set_password(username, &password).await?;
             // The password itself is never echoed.
             if created {
@@ -76,11 +78,15 @@ pub async fn token(command: TokenCommand) -> Result<(), AdminError> {
                     "--name must be non-empty text without control characters".into(),
                 ));
             }
-            let (store, _) = server::open_data_dir(&args.data.data_dir).await?;
+            let (store, _) =
+                server::open_data_dir(&args.data.data_dir, args.data.database_url.as_deref())
+                    .await?;
             println!("{}", store.create_token(TokenKind::Api, name, None).await?);
         }
         TokenCommand::List(args) => {
-            let (store, _) = server::open_data_dir(&args.data.data_dir).await?;
+            let (store, _) =
+                server::open_data_dir(&args.data.data_dir, args.data.database_url.as_deref())
+                    .await?;
             let tokens = store.list_tokens().await?;
             let now = now_ms();
             let mut out = std::io::stdout().lock();
@@ -93,7 +99,9 @@ pub async fn token(command: TokenCommand) -> Result<(), AdminError> {
             }
         }
         TokenCommand::Revoke(args) => {
-            let (store, _) = server::open_data_dir(&args.data.data_dir).await?;
+            let (store, _) =
+                server::open_data_dir(&args.data.data_dir, args.data.database_url.as_deref())
+                    .await?;
             let mut failed = Vec::new();
             for id in &args.ids {
                 let revoked = if let Some((kind, n)) = parse_handle(id) {
@@ -132,7 +140,9 @@ pub async fn token(command: TokenCommand) -> Result<(), AdminError> {
 pub async fn defender(command: DefenderCommand) -> Result<(), AdminError> {
     match command {
         DefenderCommand::Decommission(args) => {
-            let (store, _) = server::open_data_dir(&args.data.data_dir).await?;
+            let (store, _) =
+                server::open_data_dir(&args.data.data_dir, args.data.database_url.as_deref())
+                    .await?;
             let mut unknown = Vec::new();
             for id in &args.ids {
                 match store.get_defender(id).await? {

@@ -178,6 +178,14 @@ pub struct DataDirArgs {
     /// Directory holding the database, the CA and the server certificate.
     #[arg(long, env = "CONSOLE_DATA_DIR", default_value = "./defender-data")]
     pub data_dir: PathBuf,
+    /// PostgreSQL database to use instead of the SQLite file in the data directory
+    /// (`postgres://USER:PASSWORD@HOST:5432/DB`, libpq parameters such as
+    /// `?sslmode=verify-full&sslrootcert=FILE` allowed; user and password may come from
+    /// `PGUSER`/`PGPASSWORD` instead). Console replicas that share one database share
+    /// everything, the CA included. Keep passwords out of argv (every local user can read it):
+    /// use the environment.
+    #[arg(long, env = "CONSOLE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 /// `serve` options.
@@ -337,6 +345,10 @@ pub struct ProtectArgs {
     /// Directory of the Console's database and CA; used by --new-bundle only.
     #[arg(long, env = "CONSOLE_DATA_DIR", default_value = "./defender-data")]
     pub data_dir: PathBuf,
+    /// The Console's PostgreSQL database, when it uses one (see `serve --database-url`); used
+    /// by --new-bundle only.
+    #[arg(long, env = "CONSOLE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// `embedded`: every container starts under the Defender (full protection);
     /// `sidecar`: containers are left alone, the sidecar watches the task's processes.
     #[arg(long, env = "DEFENDER_MODE", value_enum, default_value = "embedded")]

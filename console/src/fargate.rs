@@ -337,13 +337,14 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
         let addr = args.console_addr.as_deref().unwrap_or_default();
         bundle_addr_host(addr).map_err(protect_error)?;
         let family = family_if_protectable(&input, &opts).map_err(protect_error)?;
-        if !args.data_dir.join("ca.pem").is_file() {
+        if args.database_url.is_none() && !args.data_dir.join("ca.pem").is_file() {
             return Err(ProtectCommandError::NoConsoleData {
                 dir: args.data_dir.clone(),
             });
         }
         let bundle = server::create_bundle(
             &args.data_dir,
+            args.database_url.as_deref(),
             addr,
             &format!("fargate protect: {family}"),
             None,

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             let cfg = ServeConfig {
                 data_dir: args.data.data_dir,
+                database_url: args.data.database_url,
                 sans: args.sans,
                 heartbeat_interval: args.heartbeat_interval,
                 defender_retention: args.defender_retention,
@@ -92,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bundle(args) => {
             let bundle = server::create_bundle(
                 &args.data.data_dir,
+                args.data.database_url.as_deref(),
                 &args.console_addr,
                 &args.description,
                 args.expires_in,

@@ -74,6 +74,15 @@ impl CertAuthority {
             })?;
             return Ok(Self { cert_pem, issuer });
         }
+        let (cert_pem, key_pem) = Self::generate()?;
+        write_private(&key_path, &key_pem)?;
+        write_public(&cert_path, &cert_pem)?;
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+
+    /// A new CA: `(certificate PEM, private key PEM)`, valid ten years, allowed to sign end
+    /// certificates only (path length 0).
+    pub fn generate() -> Result<(String, String), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name("Defender Console CA");
@@ -83,11 +92,25 @@ impl CertAuthority {
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(3650);
         let cert = params.self_signed(&key)?;
-        write_private(&key_path, &key.serialize_pem())?;
-        write_public(&cert_path, &cert.pem())?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA of `cert_pem` and `key_pem` (as [`CertAuthority::generate`] makes them; kept in
+    /// the database when Console replicas share PostgreSQL).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let origin = || PathBuf::from("(database: console_pki)");
+        let key = KeyPair::from_pem(key_pem).map_err(|source| PkiError::BadMaterial {
+            path: origin(),
+            source,
+        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(cert_pem, key).map_err(|source| PkiError::BadMaterial {
+                path: origin(),
+                source,
+            })?;
         Ok(Self {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
+            cert_pem: cert_pem.to_owned(),
+            issuer,
         })
     }
 
@@ -210,7 +233,8 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_with_mode(path, contents, 0o600)
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+/// Writes `contents` to `path` readable by everyone (0644): certificates, never keys.
+pub fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_with_mode(path, contents, 0o644)
 }
 

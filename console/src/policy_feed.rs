@@ -1,6 +1,7 @@
 //! Distributes the runtime policy in force to every open Defender stream: Welcome carries it,
 //! and a newly saved version goes out as `PolicyUpdate` at once. The database is the source of
-//! truth, so a version saved through another Console replica is picked up by polling.
+//! truth: a version saved through another Console replica arrives by PostgreSQL `LISTEN`
+//! (within a round trip), and a poll every few seconds covers a listener that reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,10 +77,23 @@ impl PolicyFeed {
     /// Keeps the feed in step with versions saved by other replicas, until `stop` resolves.
     pub async fn follow(self, store: Store, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
+        let mut listener = match store.policy_listener().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(kind = ?self.kind, "cannot LISTEN for policy changes, polling: {e}");
+                None
+            }
+        };
         loop {
             tokio::select! {
                 _ = &mut stop => return,
                 _ = tokio::time::sleep(POLL) => {}
+                n = notified(listener.as_mut()) => {
+                    if let Err(e) = n {
+                        tracing::warn!(kind = ?self.kind, "policy LISTEN failed, polling: {e}");
+                        listener = None;
+                    }
+                }
             }
             let current = match self.kind {
                 PolicyKind::Runtime => store.current_policy().await,
@@ -91,5 +105,13 @@ impl PolicyFeed {
                 Err(e) => tracing::warn!(kind = ?self.kind, "reading the policy failed: {e}"),
             }
         }
+    }
+}
+
+/// Resolves at `listener`'s next notification (or error); never when there is no listener.
+async fn notified(listener: Option<&mut sqlx::postgres::PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.try_recv().await.map(drop),
+        None => std::future::pending().await,
     }
 }

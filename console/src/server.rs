@@ -42,6 +42,8 @@ pub enum ServerError {
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// PostgreSQL URL (`--database-url`); `None`: the SQLite database in `data_dir`.
+    pub database_url: Option<String>,
     pub sans: Vec<String>,
     pub heartbeat_interval: Duration,
     pub defender_retention: Duration,
@@ -80,6 +82,9 @@ impl Default for EdgeConfig {
 
 /// A started Console.
 pub struct RunningConsole {
+    /// This Console's id among replicas of one database (sessions' `console_instance`, the
+    /// webhook leases' holder).
+    pub console_instance: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     /// The admin password when it was generated at this first start (print it once).
@@ -104,7 +109,15 @@ pub const DEFAULT_SANS: [&str; 2] = ["localhost", "127.0.0.1"];
 /// Opens the data directory: creates it, the CA and the database when missing. The directory
 /// is made 0700 and the database files 0600 (they hold the CA key, password and token hashes,
 /// and everything Defenders reported), whatever the umask.
-pub async fn open_data_dir(dir: &Path) -> Result<(Store, CertAuthority), ServerError> {
+///
+/// With `database_url` (PostgreSQL) the database is that one and the CA lives in it
+/// (`console_pki`): the first Console to start on the database creates it, every replica after
+/// uses the same, so Defenders trust whichever replica answers. The data directory then holds
+/// only the public `ca.pem`.
+pub async fn open_data_dir(
+    dir: &Path,
+    database_url: Option<&str>,
+) -> Result<(Store, CertAuthority), ServerError> {
     let data_dir_err = |source| ServerError::DataDir {
         path: dir.to_owned(),
         source,
@@ -114,6 +127,14 @@ pub async fn open_data_dir(dir: &Path) -> Result<(Store, CertAuthority), ServerE
         // A directory owned by another user (a mounted volume) cannot be chmod-ed by us; the
         // files in it still are private.
         tracing::warn!(path = %dir.display(), error = %e, "could not make the data directory 0700");
+    }
+    if let Some(url) = database_url {
+        let store = Store::connect_postgres(url).await?;
+        let (cert_pem, key_pem) = CertAuthority::generate()?;
+        let (cert_pem, key_pem) = store.shared_ca(&cert_pem, &key_pem).await?;
+        let ca = CertAuthority::from_pem(&cert_pem, &key_pem)?;
+        crate::pki::write_public(&dir.join("ca.pem"), &cert_pem)?;
+        return Ok((store, ca));
     }
     let db = dir.join(crate::store::DB_FILE);
     {
@@ -148,11 +169,12 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
 /// `expires_in`, or [`crate::store::DEFAULT_ENROLLMENT_TTL`] when `None`.
 pub async fn create_bundle(
     dir: &Path,
+    database_url: Option<&str>,
     console_addr: &str,
     description: &str,
     expires_in: Option<Duration>,
 ) -> Result<InstallBundle, ServerError> {
-    let (store, ca) = open_data_dir(dir).await?;
+    let (store, ca) = open_data_dir(dir, database_url).await?;
     // Enrollment tokens always expire: a leaked bundle stops working by itself.
     let ttl = expires_in.unwrap_or(crate::store::DEFAULT_ENROLLMENT_TTL);
     let expires_at = Some(
@@ -229,7 +251,7 @@ pub async fn start_full(
     http_listener: TcpListener,
 ) -> Result<RunningConsole, ServerError> {
     let lifecycle = Arc::new(Lifecycle::new(lifecycle));
-    let (store, ca) = open_data_dir(&cfg.data_dir).await?;
+    let (store, ca) = open_data_dir(&cfg.data_dir, cfg.database_url.as_deref()).await?;
     let tls = match &edge.http_tls {
         Some((cert, key)) => Some(crate::listen::tls_acceptor(cert, key)?),
         None if !edge.http_tls_ca_hosts.is_empty() => {
@@ -274,11 +296,12 @@ pub async fn start_full(
     );
     let ca_pem: Arc<str> = Arc::from(ca.cert_pem());
 
+    let console_instance = crate::secrets::new_id();
     let grpc_state = Arc::new(GrpcState {
         store: store.clone(),
         writer: EventWriter::spawn(store.clone()),
         ca: Arc::new(ca),
-        console_instance: crate::secrets::new_id(),
+        console_instance: console_instance.clone(),
         heartbeat_interval: cfg.heartbeat_interval,
         client_cert_validity: cfg.client_cert_validity,
         stopping: watch_rx.clone(),
@@ -337,6 +360,7 @@ pub async fn start_full(
         "console started"
     );
     Ok(RunningConsole {
+        console_instance,
         grpc_addr,
         http_addr,
         generated_admin_password,
@@ -371,6 +395,7 @@ impl RunningConsole {
     ) -> Result<(), crate::webhook::StartError> {
         let handles = crate::webhook::start(
             self.store.clone(),
+            &self.console_instance,
             targets,
             timing,
             self.shutdown.subscribe(),

@@ -158,7 +158,11 @@ pub async fn run_command(command: crate::cli::VulndbCommand) -> anyhow::Result<b
     use crate::cli::VulndbCommand;
     match command {
         VulndbCommand::Import(args) => {
-            let (store, _) = crate::server::open_data_dir(&args.data.data_dir).await?;
+            let (store, _) = crate::server::open_data_dir(
+                &args.data.data_dir,
+                args.data.database_url.as_deref(),
+            )
+            .await?;
             let paths = args.paths.clone();
             let loaded = tokio::task::spawn_blocking(move || {
                 let mut l = Loaded::default();
@@ -180,7 +184,8 @@ pub async fn run_command(command: crate::cli::VulndbCommand) -> anyhow::Result<b
             Ok(loaded.errors.is_empty())
         }
         VulndbCommand::Status(args) => {
-            let (store, _) = crate::server::open_data_dir(&args.data_dir).await?;
+            let (store, _) =
+                crate::server::open_data_dir(&args.data_dir, args.database_url.as_deref()).await?;
             let s = store.vulndb_status().await?;
             println!("records: {}", s.records);
             println!(

@@ -11,8 +11,12 @@
 //! Console stops between the receiver's 2xx and the cursor's commit: every request carries the
 //! header [`AUDIT_ID_HEADER`] (`<defender id>/<seq>`, unique per audit) for receivers to
 //! deduplicate. A URL seen for the first time starts at the audits stored from then on (history
-//! is not replayed into a new receiver). Several Console replicas sharing one database must not
-//! all be given the same webhook: each would deliver every audit.
+//! is not replayed into a new receiver). Console replicas sharing one database may all be
+//! given the same webhooks: a lease in the database (`webhook_cursor.lease_holder`) lets one
+//! replica at a time forward each URL, and another takes over once the holder's lease lapses
+//! ([`Timing::lease`] after it stopped renewing it). A holder renews before every read and
+//! every delivery attempt and moves the cursor only while it still holds the lease, so two
+//! replicas never forward the same URL at once.
 //!
 //! Bounded: one request in flight per URL, a request timeout, a bounded body (long attacker-
 //! influenced strings are cut, see [`MAX_TEXT_CHARS`]) and at most [`MAX_RESPONSE_BYTES`] of
@@ -105,6 +109,10 @@ pub struct Timing {
     pub backoff_max: Duration,
     /// Whole-request limit: connect, send, and read the answer.
     pub request_timeout: Duration,
+    /// How long a replica's lease on a webhook lasts without renewal; the holder renews it
+    /// before every read and at least every third of it while it waits to retry, so this is how
+    /// long the others wait after the holder died (a Console that stops hands it back).
+    pub lease: Duration,
 }
 
 impl Default for Timing {
@@ -114,6 +122,7 @@ impl Default for Timing {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -326,6 +335,7 @@ pub fn audit_json(a: &AuditRecord, bound: bool) -> Value {
 /// forwarded.
 pub async fn start(
     store: Store,
+    instance: &str,
     targets: Vec<Target>,
     timing: Timing,
     stop: watch::Receiver<bool>,
@@ -353,6 +363,8 @@ pub async fn start(
             timing,
             cursor,
             waas_cursor,
+            instance: instance.to_owned(),
+            leased: false,
         };
         handles.push(tokio::spawn(forwarder.run(stop.clone())));
     }
@@ -383,6 +395,10 @@ struct Forwarder {
     cursor: i64,
     /// Rowid of the last delivered WAAS event (committed under [`waas_key`]).
     waas_cursor: i64,
+    /// This Console replica's id: the holder name of its leases.
+    instance: String,
+    /// Whether this replica held the lease at its last renewal.
+    leased: bool,
 }
 
 /// The `webhook_cursor` key of a target's WAAS stream.
@@ -403,12 +419,45 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Forwarder {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Forwards until `stop`, then hands the lease back so that a replica (or this Console
+    /// restarted) takes the webhook over at once instead of after the lease lapses.
+    async fn run(mut self, stop: watch::Receiver<bool>) {
+        self.forward(stop).await;
+        if self.leased
+            && let Err(e) = self
+                .store
+                .release_webhook_lease(&self.target.cursor_key, &self.instance)
+                .await
+        {
+            tracing::warn!(webhook = %self.target.origin, error = %e, "releasing the webhook lease failed");
+        }
+    }
+
+    async fn forward(&mut self, mut stop: watch::Receiver<bool>) {
         let origin = self.target.origin.clone();
         let mut read_backoff = self.timing.backoff_initial;
         loop {
             if *stop.borrow() {
                 return;
+            }
+            match self.renew_lease().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        _ = tokio::time::sleep(self.timing.poll) => {}
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(webhook = %origin, error = %e, "renewing the webhook lease failed");
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        _ = tokio::time::sleep(jitter(read_backoff)) => {}
+                    }
+                    read_backoff = (read_backoff * 2).min(self.timing.backoff_max);
+                    continue;
+                }
             }
             let read = async {
                 let a = self.store.audits_after(self.cursor, BATCH).await?;
@@ -437,32 +486,57 @@ impl Forwarder {
                 }
                 continue;
             }
-            for audit in batch {
-                let item = Item::Audit(&audit);
+            let items = batch
+                .iter()
+                .map(Item::Audit)
+                .chain(waas.iter().map(Item::Waas));
+            for item in items {
                 let delivered = tokio::select! {
                     _ = stopped(&mut stop) => return,
-                    () = self.deliver_until_accepted(&item) => true,
+                    d = self.deliver_until_accepted(&item) => d,
                 };
-                if delivered && !self.commit(false, audit.id, &mut stop).await {
-                    return;
+                if !delivered {
+                    break; // the lease went to another replica: it delivers from the cursor
                 }
-            }
-            for w in waas {
-                let item = Item::Waas(&w);
-                let delivered = tokio::select! {
-                    _ = stopped(&mut stop) => return,
-                    () = self.deliver_until_accepted(&item) => true,
+                let (waas, rowid) = match &item {
+                    Item::Audit(a) => (false, a.id),
+                    Item::Waas(w) => (true, w.id),
                 };
-                if delivered && !self.commit(true, w.id, &mut stop).await {
-                    return;
+                match self.commit(waas, rowid, &mut stop).await {
+                    Some(true) => {}
+                    Some(false) => break,
+                    None => return,
                 }
             }
         }
     }
 
+    /// Takes or renews this replica's lease on the webhook; when it newly gets it (first start
+    /// or after another replica stopped), reloads the cursors the previous holder moved.
+    async fn renew_lease(&mut self) -> Result<bool, crate::store::StoreError> {
+        let ttl = i64::try_from(self.timing.lease.as_millis()).unwrap_or(i64::MAX);
+        let held = self
+            .store
+            .take_webhook_lease(&self.target.cursor_key, &self.instance, ttl)
+            .await?;
+        if held && !self.leased {
+            let key = &self.target.cursor_key;
+            self.cursor = self.store.webhook_cursor(key).await?.unwrap_or(self.cursor);
+            self.waas_cursor = self
+                .store
+                .webhook_cursor(&waas_key(key))
+                .await?
+                .unwrap_or(self.waas_cursor);
+            tracing::info!(webhook = %self.target.origin, cursor = self.cursor, waas_cursor = self.waas_cursor, "this Console replica forwards the webhook");
+        }
+        self.leased = held;
+        Ok(held)
+    }
+
     /// Posts `audit` until a 2xx, waiting with capped exponential backoff and jitter between
-    /// tries. Cancelled (by the caller's `select!`) when the Console stops.
-    async fn deliver_until_accepted(&self, audit: &Item<'_>) {
+    /// tries, renewing the lease before each try: true once delivered, false when the lease
+    /// went to another replica. Cancelled (by the caller's `select!`) when the Console stops.
+    async fn deliver_until_accepted(&mut self, audit: &Item<'_>) -> bool {
         let (defender_id, seq) = audit.who();
         let mut backoff = self.timing.backoff_initial;
         let mut attempt: u32 = 1;
@@ -472,7 +546,7 @@ impl Forwarder {
                     if attempt > 1 {
                         tracing::info!(webhook = %self.target.origin, defender_id = %defender_id, seq, attempt, "delivered after retries");
                     }
-                    return;
+                    return true;
                 }
                 Err(why) => {
                     let wait = jitter(backoff);
@@ -484,7 +558,18 @@ impl Forwarder {
                         retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                         "audit webhook delivery failed: {why}"
                     );
-                    tokio::time::sleep(wait).await;
+                    // Wait in slices, renewing the lease, so a long backoff does not let it lapse
+                    // and another replica deliver the same audit meanwhile.
+                    let until = tokio::time::Instant::now() + wait;
+                    while tokio::time::Instant::now() < until {
+                        tokio::time::sleep_until(
+                            until.min(tokio::time::Instant::now() + self.timing.lease / 3),
+                        )
+                        .await;
+                        if !matches!(self.renew_lease().await, Ok(true)) {
+                            return false;
+                        }
+                    }
                     backoff = (backoff * 2).min(self.timing.backoff_max);
                     attempt = attempt.saturating_add(1);
                 }
@@ -492,9 +577,15 @@ impl Forwarder {
         }
     }
 
-    /// Saves the cursor after a delivery, retrying until the database takes it; false when the
-    /// Console stops first (the audit is then delivered again after the restart).
-    async fn commit(&mut self, waas: bool, rowid: i64, stop: &mut watch::Receiver<bool>) -> bool {
+    /// Saves the cursor after a delivery, retrying until the database takes it: `Some(true)`
+    /// saved, `Some(false)` not saved because another replica holds the lease now, `None` when
+    /// the Console stops first (the audit is then delivered again after the restart).
+    async fn commit(
+        &mut self,
+        waas: bool,
+        rowid: i64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<bool> {
         let mut backoff = self.timing.backoff_initial;
         let key = if waas {
             waas_key(&self.target.cursor_key)
@@ -502,19 +593,27 @@ impl Forwarder {
             self.target.cursor_key.clone()
         };
         loop {
-            match self.store.set_webhook_cursor(&key, rowid).await {
-                Ok(()) => {
+            match self
+                .store
+                .set_webhook_cursor(&key, &self.target.cursor_key, &self.instance, rowid)
+                .await
+            {
+                Ok(false) => {
+                    self.leased = false;
+                    return Some(false);
+                }
+                Ok(true) => {
                     if waas {
                         self.waas_cursor = rowid;
                     } else {
                         self.cursor = rowid;
                     }
-                    return true;
+                    return Some(true);
                 }
                 Err(e) => {
                     tracing::warn!(webhook = %self.target.origin, error = %e, "saving the webhook cursor failed");
                     tokio::select! {
-                        _ = stopped(stop) => return false,
+                        _ = stopped(stop) => return None,
                         _ = tokio::time::sleep(jitter(backoff)) => {}
                     }
                     backoff = (backoff * 2).min(self.timing.backoff_max);

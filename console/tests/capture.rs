@@ -5,6 +5,7 @@
 //! DNS: this machine's resolver is not on loopback, so no test lets a real lookup out: queries
 //! go to 127.0.0.1:53 (nothing answers) or are refused by the policy before they are sent.
 
+mod db_support;
 mod common;
 
 use std::path::Path;
@@ -64,19 +65,24 @@ async fn finish(child: Child) -> std::process::ExitStatus {
 
 async fn defender_id(console: &RunningConsole) -> String {
     eventually("a Defender enrolled", WAIT, || async {
-        sqlx::query_scalar::<_, String>("SELECT id FROM defenders")
-            .fetch_optional(console.store.pool())
-            .await
-            .unwrap()
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar::<_, String>(
+            "SELECT id FROM defenders"
+        )
+        .fetch_optional(p)
+        .await
+        .unwrap())
     })
     .await
 }
 
 async fn events(console: &RunningConsole, kind: &str) -> Vec<Event> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM defenders")
-        .fetch_all(console.store.pool())
+    let ids: Vec<String> =
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+            "SELECT id FROM defenders"
+        )
+        .fetch_all(p)
         .await
-        .unwrap();
+        .unwrap());
     let mut out = Vec::new();
     for id in ids {
         for e in console

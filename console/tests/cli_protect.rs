@@ -369,7 +369,7 @@ async fn new_bundle_creates_a_token_the_console_accepts() {
     ]));
     assert!(err.contains("ca.pem"), "{err}");
 
-    let (store, ca) = defender_console::server::open_data_dir(dir.path())
+    let (store, ca) = defender_console::server::open_data_dir(dir.path(), None)
         .await
         .unwrap();
 

@@ -2,6 +2,7 @@
 //! the `defender simulate` binary, SIGKILLed, cut off by a TCP proxy, and restarted. Every test
 //! ends by checking the Console's SQLite file: exactly the expected seqs, once each.
 
+mod db_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use defender_console::store::Store;
+use defender_console::with_pool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -59,6 +61,7 @@ impl ConsoleProc {
         let child = Command::new(console_bin())
             .args(["serve", "--data-dir"])
             .arg(data)
+            .envs(db_support::env(data))
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--heartbeat-interval", "1s"])
@@ -115,6 +118,7 @@ fn bundle(data: &Path, addr: &str) -> String {
     let out = std::process::Command::new(console_bin())
         .args(["bundle", "--data-dir"])
         .arg(data)
+        .envs(db_support::env(data))
         .args(["--console-addr", addr])
         .output()
         .unwrap();
@@ -255,24 +259,28 @@ struct Stored {
     max: i64,
 }
 
-async fn db(data: &Path) -> SqlitePool {
-    let opts = SqliteConnectOptions::new()
-        .filename(data.join("console.db"))
-        .read_only(true);
-    SqlitePool::connect_with(opts).await.unwrap()
+/// The database of the Console on `data` (SQLite in it, or the test's PostgreSQL database).
+async fn db(data: &Path) -> Store {
+    match db_support::database_url(data) {
+        Some(url) => Store::connect_postgres(&url).await.unwrap(),
+        None => Store::open(data).await.unwrap(),
+    }
 }
 
 async fn stored(data: &Path) -> Stored {
     let pool = db(data).await;
-    let (count, min, max): (i64, Option<i64>, Option<i64>) =
+    let (count, min, max): (i64, Option<i64>, Option<i64>) = with_pool!(pool.pool(), |p| {
         sqlx::query_as("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events")
-            .fetch_one(&pool)
+            .fetch_one(p)
             .await
-            .unwrap();
-    let defenders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM defenders")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+            .unwrap()
+    });
+    let defenders: i64 = with_pool!(pool.pool(), |p| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM defenders")
+            .fetch_one(p)
+            .await
+            .unwrap()
+    });
     assert_eq!(defenders, 1, "one simulated Defender, enrolled once");
     pool.close().await;
     Stored {
@@ -286,10 +294,12 @@ async fn wait_stored_at_least(data: &Path, n: i64) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let pool = db(data).await;
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
+        let count: i64 = with_pool!(pool.pool(), |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(p)
+                .await
+                .unwrap_or(0)
+        });
         pool.close().await;
         if count >= n {
             return;
@@ -483,10 +493,12 @@ async fn spool_cap_while_console_down_counts_drops_exactly() {
     );
     // The drop count reached the Console in the first heartbeat.
     let pool = db(&data).await;
-    let reported: i64 = sqlx::query_scalar("SELECT dropped_events FROM defenders")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let reported: i64 = with_pool!(pool.pool(), |p| {
+        sqlx::query_scalar("SELECT dropped_events FROM defenders")
+            .fetch_one(p)
+            .await
+            .unwrap()
+    });
     assert_eq!(reported as u64, summary.dropped);
     // 200k events (~30 MB encoded) went through a 1 MiB spool without growing memory.
     assert!(
@@ -537,12 +549,13 @@ async fn truncated_spool_tail_keeps_the_good_prefix_and_reports_once() {
     // Records 1..N-1 survived; the damage notice took seq N.
     assert_exactly(&stored(&data).await, N as i64);
     let pool = db(&data).await;
-    let (kind, body): (String, Vec<u8>) =
-        sqlx::query_as("SELECT kind, body FROM events WHERE seq = ?")
+    let (kind, body): (String, Vec<u8>) = with_pool!(pool.pool(), |p| {
+        sqlx::query_as("SELECT kind, body FROM events WHERE seq = $1")
             .bind(N as i64)
-            .fetch_one(&pool)
+            .fetch_one(p)
             .await
-            .unwrap();
+            .unwrap()
+    });
     assert_eq!(kind, "notice");
     assert!(String::from_utf8_lossy(&body).contains("damage"));
     console.kill9().await;

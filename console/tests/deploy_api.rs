@@ -1,6 +1,7 @@
 //! `POST /api/v1/defenders/fargate.json`: a real Console on 127.0.0.1:0, called with reqwest.
 
 mod registry_support;
+mod db_support;
 mod web_support;
 
 use std::path::Path;
@@ -98,10 +99,12 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 async fn enrollment_tokens(web: &Web) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM enrollment_tokens")
-        .fetch_one(web.console.store.pool())
-        .await
-        .unwrap()
+    defender_console::with_pool!(web.console.store.pool(), |p| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM enrollment_tokens"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap())
 }
 
 #[tokio::test]
@@ -253,11 +256,12 @@ async fn install_bundle_true_embeds_a_fresh_bundle_the_console_accepts() {
             .unwrap()
             .is_some()
     );
-    let description: String =
-        sqlx::query_scalar("SELECT description FROM enrollment_tokens ORDER BY id DESC LIMIT 1")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+    let description: String = defender_console::with_pool!(store.pool(), |p| sqlx::query_scalar(
+        "SELECT description FROM enrollment_tokens ORDER BY id DESC LIMIT 1"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap());
     assert!(description.contains("web-nginx"), "{description}");
 
     // A name the Console's certificate lacks: it works, with a warning saying what to do.

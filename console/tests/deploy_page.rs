@@ -2,6 +2,7 @@
 //! operator pasted. A real Console on 127.0.0.1:0, driven with reqwest like a browser form.
 
 mod registry_support;
+mod db_support;
 mod web_support;
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! /metrics), accept errors at the descriptor limit are backed off instead of spun on, the UI
 //! can be served over HTTPS with `Secure` cookies, and the data files are private.
 
+mod db_support;
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -233,6 +234,7 @@ async fn out_of_descriptors_is_backed_off_logged_and_survived() {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_defender-console"));
     cmd.args(["serve", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         // Caps above what the descriptor limit allows, so accept() itself fails.
@@ -502,13 +504,25 @@ async fn data_files_are_private() {
     let console = start(&data, EdgeConfig::default()).await;
     let bundle = common::bundle_b64(&data, &console).await;
     assert_eq!(mode(&data), 0o700, "data dir");
-    for f in [
-        "console.db",
-        "console.db-wal",
-        "console.db-shm",
-        "ca-key.pem",
-    ] {
-        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    if db_support::database_url(&data).is_some() {
+        // On PostgreSQL the database and the CA key live in the database: no secret file at
+        // all is written, only the public CA certificate.
+        for f in ["console.db", "ca-key.pem"] {
+            assert!(
+                !data.join(f).exists(),
+                "{f} written beside a PostgreSQL database"
+            );
+        }
+        assert_eq!(mode(&data.join("ca.pem")), 0o644, "ca.pem");
+    } else {
+        for f in [
+            "console.db",
+            "console.db-wal",
+            "console.db-shm",
+            "ca-key.pem",
+        ] {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
     }
     // The Defender's identity and spool.
     let agent = parent.path().join("agent");

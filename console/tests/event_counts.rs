@@ -2,6 +2,7 @@
 //! the writer's and the purges' transactions) and always equal a count of its events.
 
 mod forensics_support;
+mod db_support;
 mod web_support;
 
 use defender_console::store::forensics::EventQuery;

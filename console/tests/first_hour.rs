@@ -1,6 +1,7 @@
 //! The first hour of a new user (issue 14): resetting the admin password from the CLI, logs a
 //! log collector can read, a real 404 page, one name per page, snake_case API fields.
 
+mod db_support;
 mod web_support;
 
 use std::io::{BufRead, BufReader};
@@ -18,6 +19,7 @@ fn set_password(web: &Web, stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_defender-console"))
         .args(["user", "set-password", "--data-dir"])
         .arg(web.data_dir())
+        .envs(db_support::env(web.data_dir()))
         .env_remove("CONSOLE_DATA_DIR")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -94,6 +96,7 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         ])
         .arg("--data-dir")
         .arg(dir.path())
+        .envs(db_support::env(dir.path()))
         .env_remove("CONSOLE_ADMIN_PASSWORD")
         .env_remove("CONSOLE_LOG_FORMAT")
         .env_remove("RUST_LOG")

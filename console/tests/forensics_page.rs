@@ -2,6 +2,7 @@
 //! tree, kind and time filters, keyset pagination, observations, and the drop counter.
 
 mod forensics_support;
+mod db_support;
 mod web_support;
 
 use std::collections::BTreeSet;

@@ -1,5 +1,6 @@
 //! End to end: real Console (gRPC mTLS + HTTP + SQLite file) and real Defender link code.
 
+mod db_support;
 mod common;
 
 use std::time::Duration;

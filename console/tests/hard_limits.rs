@@ -3,6 +3,7 @@
 //! stay bounded; batches with an impossible seq or timestamp are refused with a clear status,
 //! nothing of them is stored or acked, and the Defender's state is not poisoned.
 
+mod db_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ impl ConsoleProc {
         let child = Command::new(console_bin())
             .args(["serve", "--data-dir"])
             .arg(data)
+            .envs(db_support::env(data))
             .args(["--grpc-listen", &grpc, "--http-listen", &http])
             .args(["--heartbeat-interval", "5s"])
             .env("CONSOLE_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -97,6 +99,7 @@ fn bundle(data: &Path, grpc: &str) -> InstallBundle {
     let out = std::process::Command::new(console_bin())
         .args(["bundle", "--data-dir"])
         .arg(data)
+        .envs(db_support::env(data))
         .args(["--console-addr", grpc])
         .output()
         .unwrap();
@@ -108,6 +111,7 @@ fn api_token(data: &Path) -> String {
     let out = std::process::Command::new(console_bin())
         .args(["token", "create", "--data-dir"])
         .arg(data)
+        .envs(db_support::env(data))
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -539,10 +543,12 @@ async fn refused_batch_backs_off_instead_of_reconnecting_in_a_tight_loop() {
         "{reason:?}"
     );
     let sessions = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions")
-            .fetch_one(console.store.pool())
-            .await
-            .unwrap()
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM sessions"
+        )
+        .fetch_one(p)
+        .await
+        .unwrap())
     };
     // Measure the reconnect rate over a window: doubling from 50 ms allows about 6 streams in
     // 4 s; the old behaviour (backoff reset after every Welcome) made about 40.
@@ -554,10 +560,12 @@ async fn refused_batch_backs_off_instead_of_reconnecting_in_a_tight_loop() {
         "{streams} streams in 4 s: a tight reconnect loop"
     );
     // Nothing was stored or acked; the event is still spooled for when the cause is fixed.
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(console.store.pool())
-        .await
-        .unwrap();
+    let stored: i64 = defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap());
     assert_eq!(stored, 0);
     assert_eq!(outbox.stats().pending, 1, "the refused event stays spooled");
     link.stop();

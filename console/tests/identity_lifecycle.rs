@@ -2,6 +2,7 @@
 //! HTTP, SQLite file): one stream per identity, decommission, tokens, certificate renewal,
 //! rate limits and retention (issue 13, items 3, 4, 5, 6 and 8).
 
+mod db_support;
 mod common;
 
 use std::path::Path;
@@ -477,6 +478,7 @@ async fn decommission_closes_the_stream_at_once_and_the_identity_never_comes_bac
     let out = console_bin()
         .args(["defender", "decommission", &idc.defender_id, "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -486,6 +488,7 @@ async fn decommission_closes_the_stream_at_once_and_the_identity_never_comes_bac
     let out = console_bin()
         .args(["defender", "decommission", "no-such-id", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -613,6 +616,7 @@ async fn tokens_expire_by_default_are_listed_named_and_revocable_everywhere() {
             "--data-dir",
         ])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -620,6 +624,7 @@ async fn tokens_expire_by_default_are_listed_named_and_revocable_everywhere() {
     let out = console_bin()
         .args(["token", "list", "--json", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -643,6 +648,7 @@ async fn tokens_expire_by_default_are_listed_named_and_revocable_everywhere() {
     let out = console_bin()
         .args(["token", "list", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
@@ -680,6 +686,7 @@ async fn tokens_expire_by_default_are_listed_named_and_revocable_everywhere() {
             "--data-dir",
         ])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -1162,10 +1169,12 @@ async fn send_and_ack(
 }
 
 async fn count(console: &RunningConsole, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(console.store.pool())
-        .await
-        .unwrap()
+    defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+        sqlx::AssertSqlSafe(sql.to_owned())
+    )
+    .fetch_one(p)
+    .await
+    .unwrap())
 }
 
 #[tokio::test]

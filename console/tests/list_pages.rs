@@ -2,6 +2,7 @@
 //! at most 100 Defenders a page, whatever the fleet's size, against a real Console (keyset
 //! cursors since issue 14).
 
+mod db_support;
 mod web_support;
 
 use web_support::*;

@@ -2,6 +2,7 @@
 //! `fargate entrypoint` + `fargate sidecar` (real processes, real Unix socket, real mTLS to a
 //! real Console), checked in what the Console stored.
 
+mod db_support;
 mod common;
 
 use std::ffi::OsString;
@@ -50,10 +51,13 @@ fn free_port() -> u16 {
 }
 
 async fn events_of(console: &defender_console::server::RunningConsole) -> Vec<StoredEvent> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM defenders")
-        .fetch_all(console.store.pool())
+    let ids: Vec<String> =
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+            "SELECT id FROM defenders"
+        )
+        .fetch_all(p)
         .await
-        .unwrap();
+        .unwrap());
     let mut all = Vec::new();
     for id in ids {
         all.extend(console.store.list_events(&id, None, 10_000).await.unwrap());

@@ -2,6 +2,7 @@
 //! the Console stores the audits and, under `prevent`, the process is gone within a bounded
 //! time. Policies travel the real way: saved in the Console, pushed over the mTLS stream.
 
+mod db_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -44,10 +45,13 @@ fn run_defender(bundle: &str, agent: &Path, dir: &Path, script: &str) -> Child {
 }
 
 async fn audits(console: &RunningConsole) -> Vec<RuntimeAudit> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM defenders")
-        .fetch_all(console.store.pool())
+    let ids: Vec<String> =
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+            "SELECT id FROM defenders"
+        )
+        .fetch_all(p)
         .await
-        .unwrap();
+        .unwrap());
     let mut out = Vec::new();
     for id in ids {
         for e in console

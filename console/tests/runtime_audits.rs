@@ -3,6 +3,7 @@
 //! the forensics timeline, and access control.
 
 mod runtime_support;
+mod db_support;
 mod web_support;
 
 use std::collections::BTreeSet;

@@ -2,6 +2,7 @@
 //! arrives exactly once, in order, after the retry; the cursor is persisted; a restarted Console
 //! re-sends nothing and goes on with new audits; a webhook added later starts at new audits.
 
+mod db_support;
 mod common;
 mod runtime_support;
 
@@ -29,6 +30,7 @@ fn timing() -> Timing {
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(400),
         request_timeout: Duration::from_secs(5),
+        lease: Duration::from_secs(90),
     }
 }
 
@@ -135,12 +137,14 @@ fn target(url: &str) -> Target {
 }
 
 async fn rowid_of(console: &RunningConsole, defender: &str, seq: i64) -> i64 {
-    sqlx::query_scalar("SELECT rowid FROM events WHERE defender_id = ? AND seq = ?")
-        .bind(defender)
-        .bind(seq)
-        .fetch_one(console.store.pool())
-        .await
-        .unwrap()
+    defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+        "SELECT rowid FROM events WHERE defender_id = $1 AND seq = $2"
+    )
+    .bind(defender)
+    .bind(seq)
+    .fetch_one(p)
+    .await
+    .unwrap())
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! imported through the REST API (real HTTP client) and the CLI. A record imported after the
 //! image is running shows without restarting anything.
 
+mod db_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -226,6 +227,7 @@ async fn inventory_is_matched_and_new_records_apply_to_running_images() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_defender-console"))
         .args(["vulndb", "import", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .arg(&zip_path)
         .arg(vuln_fixture("DSA-3029-1.json"))
         .output()
@@ -271,6 +273,7 @@ async fn inventory_is_matched_and_new_records_apply_to_running_images() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_defender-console"))
         .args(["vulndb", "import", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .arg(vuln_fixture("GHSA-h5c8-rqwp-cp95.json"))
         .output()
         .unwrap();
@@ -278,6 +281,7 @@ async fn inventory_is_matched_and_new_records_apply_to_running_images() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_defender-console"))
         .args(["vulndb", "status", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .output()
         .unwrap();
     let status = String::from_utf8_lossy(&out.stdout);
@@ -530,6 +534,7 @@ async fn sidecar_inventories_the_app_container_through_its_proc_root() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_defender-console"))
         .args(["vulndb", "import", "--data-dir"])
         .arg(data.path())
+        .envs(db_support::env(data.path()))
         .arg(vuln_fixture("ALSA-2022-7314.json"))
         .arg(vuln_fixture("ALSA-2023-0946.json"))
         .output()

@@ -4,6 +4,7 @@
 //! Monitor > Events > WAAS and in `GET /api/v1/waas/events`; Defend > WAAS lists every problem
 //! of an invalid policy.
 
+mod db_support;
 mod common;
 mod runtime_support;
 mod web_support;
@@ -325,6 +326,7 @@ async fn webhooks_forward_waas_events_with_their_id_header() {
                 backoff_initial: Duration::from_millis(100),
                 backoff_max: Duration::from_millis(400),
                 request_timeout: Duration::from_secs(5),
+                lease: Duration::from_secs(90),
             },
         )
         .await

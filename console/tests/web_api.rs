@@ -1,5 +1,6 @@
 //! REST API authentication and parameter checks.
 
+mod db_support;
 mod web_support;
 
 use reqwest::StatusCode;

@@ -1,5 +1,6 @@
 //! Operator login, sessions, logout and CSRF on the UI.
 
+mod db_support;
 mod web_support;
 
 use reqwest::StatusCode;

@@ -1,5 +1,6 @@
 //! Manage > Defenders, the Defender page and the Defender API, with hostile metadata and events.
 
+mod db_support;
 mod web_support;
 
 use defender_console::store::{EventWriter, now_ms};

@@ -1,5 +1,6 @@
 //! Health, metrics, security headers and request limits of the HTTP listener.
 
+mod db_support;
 mod web_support;
 
 use defender_console::store::{EventWriter, now_ms};

@@ -6,6 +6,7 @@
 //! The OSV record here is made up by the test (its package name is hostile markup); real
 //! records are exercised in `vulnerabilities.rs`.
 
+mod db_support;
 mod web_support;
 
 use defender_console::store::now_ms;
@@ -19,7 +20,8 @@ use web_support::*;
 const HOSTILE: &str = "<script>alert(1)</script>";
 
 async fn store_event(web: &Web, defender: &str, seq: i64, kind: &str, e: Event) {
-    sqlx::query("INSERT INTO events (defender_id, seq, kind, time_ms, received_at, container, pid, body) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)")
+    defender_console::with_pool!(web.console.store.pool(), |p| {
+        sqlx::query("INSERT INTO events (defender_id, seq, kind, time_ms, received_at, container, pid, body) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)")
         .bind(defender)
         .bind(seq)
         .bind(kind)
@@ -27,9 +29,10 @@ async fn store_event(web: &Web, defender: &str, seq: i64, kind: &str, e: Event) 
         .bind(now_ms())
         .bind(&e.container)
         .bind(e.encode_to_vec())
-        .execute(web.console.store.pool())
+        .execute(p)
         .await
         .unwrap();
+    });
 }
 
 #[tokio::test]

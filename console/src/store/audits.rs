@@ -18,7 +18,7 @@ use std::str::FromStr;
 use defender_proto::v1::Event;
 use defender_proto::v1::event::Kind;
 use prost::Message;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::{Store, StoreError, now_ms};
 
@@ -132,7 +132,11 @@ const AUDIT_COLUMNS: &str = "SELECT a.id, a.defender_id, a.seq, a.time_ms, a.con
      FROM audit_index a LEFT JOIN defenders d ON d.id = a.defender_id ";
 
 /// `WHERE …` of `q`'s filters (not its cursors).
-fn push_filter(qb: &mut QueryBuilder<Sqlite>, q: &AuditQuery) {
+fn push_filter<'a, DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, q: &AuditQuery)
+where
+    String: super::Bind<'a, DB>,
+    i64: super::Bind<'a, DB>,
+{
     qb.push("WHERE 1 = 1");
     if let Some(id) = &q.defender_id {
         qb.push(" AND a.defender_id = ").push_bind(id.clone());
@@ -151,7 +155,10 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, q: &AuditQuery) {
     }
 }
 
-fn push_older(qb: &mut QueryBuilder<Sqlite>, c: AuditCursor) {
+fn push_older<'a, DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, c: AuditCursor)
+where
+    i64: super::Bind<'a, DB>,
+{
     qb.push(" AND (a.time_ms, a.id) < (")
         .push_bind(c.time_ms)
         .push(", ")
@@ -159,7 +166,10 @@ fn push_older(qb: &mut QueryBuilder<Sqlite>, c: AuditCursor) {
         .push(")");
 }
 
-fn push_newer(qb: &mut QueryBuilder<Sqlite>, c: AuditCursor) {
+fn push_newer<'a, DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, c: AuditCursor)
+where
+    i64: super::Bind<'a, DB>,
+{
     qb.push(" AND (a.time_ms, a.id) > (")
         .push_bind(c.time_ms)
         .push(", ")
@@ -219,101 +229,107 @@ impl Store {
     /// Indexes the audit events committed since the last call (see the module docs). Concurrent
     /// calls are harmless: an already indexed audit is a no-op.
     pub async fn sync_audit_index(&self) -> Result<(), StoreError> {
-        // One sync at a time (a page runs several audit reads at once): the others then find
-        // nothing left to index instead of all decoding and inserting the same rows.
-        let _one = SYNC.lock().await;
-        loop {
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_index")
-                .fetch_one(&self.pool)
+        with_pool!(&self.pool, |pool| {
+            // One sync at a time (a page runs several audit reads at once): the others then find
+            // nothing left to index instead of all decoding and inserting the same rows.
+            let _one = SYNC.lock().await;
+            loop {
+                let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_index")
+                    .fetch_one(pool)
+                    .await?;
+                let rows: Vec<AuditEventRow> = sqlx::query_as(
+                    "SELECT rowid, defender_id, seq, time_ms, container, body FROM events \
+                 WHERE kind = 'audit' AND rowid > $1 ORDER BY rowid LIMIT $2",
+                )
+                .bind(last)
+                .bind(SYNC_CHUNK)
+                .fetch_all(pool)
                 .await?;
-            let rows: Vec<AuditEventRow> = sqlx::query_as(
-                "SELECT rowid, defender_id, seq, time_ms, container, body FROM events \
-                 WHERE kind = 'audit' AND rowid > ? ORDER BY rowid LIMIT ?",
-            )
-            .bind(last)
-            .bind(SYNC_CHUNK)
-            .fetch_all(&self.pool)
-            .await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let short = (rows.len() as i64) < SYNC_CHUNK;
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_index (id, defender_id, seq, time_ms, container, rule, effect, \
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let short = (rows.len() as i64) < SYNC_CHUNK;
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO audit_index (id, defender_id, seq, time_ms, container, rule, effect, \
                  message, pid, subject_seq) ",
-            );
-            qb.push_values(
-                rows,
-                |mut b, (id, defender_id, seq, time_ms, container, body)| {
-                    let d = decode_audit(&defender_id, seq, &body);
-                    b.push_bind(id)
-                        .push_bind(defender_id)
-                        .push_bind(seq)
-                        .push_bind(time_ms)
-                        .push_bind(container)
-                        .push_bind(d.rule)
-                        .push_bind(d.effect)
-                        .push_bind(d.message)
-                        .push_bind(d.pid)
-                        .push_bind(d.subject_seq);
-                },
-            );
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().execute(&self.pool).await?;
-            if short {
-                return Ok(());
+                );
+                qb.push_values(
+                    rows,
+                    |mut b, (id, defender_id, seq, time_ms, container, body)| {
+                        let d = decode_audit(&defender_id, seq, &body);
+                        b.push_bind(id)
+                            .push_bind(defender_id)
+                            .push_bind(seq)
+                            .push_bind(time_ms)
+                            .push_bind(container)
+                            .push_bind(d.rule)
+                            .push_bind(d.effect)
+                            .push_bind(d.message)
+                            .push_bind(d.pid)
+                            .push_bind(d.subject_seq);
+                    },
+                );
+                qb.push(" ON CONFLICT (id) DO NOTHING");
+                qb.build().execute(pool).await?;
+                if short {
+                    return Ok(());
+                }
             }
-        }
+        })
     }
 
     /// One page of audits matching `q`, newest first (by time, then by arrival). Without
     /// cursors it is the newest page; with `after` alone, the page just above it.
     pub async fn audit_page(&self, q: &AuditQuery) -> Result<AuditPage, StoreError> {
-        self.sync_audit_index().await?;
-        let limit = q.limit.max(1);
-        let ascending = q.after.is_some() && q.before.is_none();
-        let mut qb = QueryBuilder::<Sqlite>::new(AUDIT_COLUMNS);
-        push_filter(&mut qb, q);
-        if let Some(c) = q.before {
-            push_older(&mut qb, c);
-        }
-        if let Some(c) = q.after {
-            push_newer(&mut qb, c);
-        }
-        qb.push(if ascending {
-            " ORDER BY a.time_ms ASC, a.id ASC LIMIT "
-        } else {
-            " ORDER BY a.time_ms DESC, a.id DESC LIMIT "
-        })
-        .push_bind(limit + 1);
-        let mut audits: Vec<AuditRecord> = qb.build_query_as().fetch_all(&self.pool).await?;
-        let more = audits.len() as i64 > limit;
-        audits.truncate(limit as usize);
-        if ascending {
-            audits.reverse();
-        }
-        let newest = audits.first().map(AuditCursor::of);
-        let oldest = audits.last().map(AuditCursor::of);
-        // The direction of travel is known from the extra row; the other one is asked.
-        let (older_before, newer_after) = if ascending {
-            let edge = oldest.or(q.after);
-            let older = match edge {
-                Some(c) if self.any_audit(q, None, Some(c)).await? => Some(c),
-                _ => None,
+        with_pool!(&self.pool, |pool| {
+            self.sync_audit_index().await?;
+            let limit = q.limit.max(1);
+            let ascending = q.after.is_some() && q.before.is_none();
+            let mut qb = QueryBuilder::<Db>::new(AUDIT_COLUMNS);
+            push_filter(&mut qb, q);
+            if let Some(c) = q.before {
+                push_older(&mut qb, c);
+            }
+            if let Some(c) = q.after {
+                push_newer(&mut qb, c);
+            }
+            qb.push(if ascending {
+                " ORDER BY a.time_ms ASC, a.id ASC LIMIT "
+            } else {
+                " ORDER BY a.time_ms DESC, a.id DESC LIMIT "
+            })
+            .push_bind(limit + 1);
+            let mut audits: Vec<AuditRecord> = qb.build_query_as().fetch_all(pool).await?;
+            let more = audits.len() as i64 > limit;
+            audits.truncate(limit as usize);
+            if ascending {
+                audits.reverse();
+            }
+            let newest = audits.first().map(AuditCursor::of);
+            let oldest = audits.last().map(AuditCursor::of);
+            // The direction of travel is known from the extra row; the other one is asked.
+            let (older_before, newer_after) = if ascending {
+                let edge = oldest.or(q.after);
+                let older = match edge {
+                    Some(c) if self.any_audit(q, None, Some(c)).await? => Some(c),
+                    _ => None,
+                };
+                (older, if more { newest } else { None })
+            } else {
+                let edge = newest.or(q.before);
+                let newer = match edge {
+                    Some(c) if q.before.is_some() && self.any_audit(q, Some(c), None).await? => {
+                        Some(c)
+                    }
+                    _ => None,
+                };
+                (if more { oldest } else { None }, newer)
             };
-            (older, if more { newest } else { None })
-        } else {
-            let edge = newest.or(q.before);
-            let newer = match edge {
-                Some(c) if q.before.is_some() && self.any_audit(q, Some(c), None).await? => Some(c),
-                _ => None,
-            };
-            (if more { oldest } else { None }, newer)
-        };
-        Ok(AuditPage {
-            audits,
-            older_before,
-            newer_after,
+            Ok(AuditPage {
+                audits,
+                older_before,
+                newer_after,
+            })
         })
     }
 
@@ -325,25 +341,28 @@ impl Store {
         newer_than: Option<AuditCursor>,
         older_than: Option<AuditCursor>,
     ) -> Result<bool, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT EXISTS (SELECT 1 FROM audit_index a ");
-        push_filter(&mut qb, q);
-        if let Some(c) = newer_than {
-            push_newer(&mut qb, c);
-        }
-        if let Some(c) = older_than {
-            push_older(&mut qb, c);
-        }
-        qb.push(")");
-        let exists: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
-        Ok(exists != 0)
+        with_pool!(&self.pool, |pool| {
+            let mut qb = QueryBuilder::<Db>::new("SELECT EXISTS (SELECT 1 FROM audit_index a ");
+            push_filter(&mut qb, q);
+            if let Some(c) = newer_than {
+                push_newer(&mut qb, c);
+            }
+            if let Some(c) = older_than {
+                push_older(&mut qb, c);
+            }
+            qb.push(")");
+            Ok(qb.build_query_scalar::<bool>().fetch_one(pool).await?)
+        })
     }
 
     /// Number of audits matching `q`'s filters (cursors and limit ignored).
     pub async fn count_audits(&self, q: &AuditQuery) -> Result<i64, StoreError> {
-        self.sync_audit_index().await?;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM audit_index a ");
-        push_filter(&mut qb, q);
-        Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)
+        with_pool!(&self.pool, |pool| {
+            self.sync_audit_index().await?;
+            let mut qb = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM audit_index a ");
+            push_filter(&mut qb, q);
+            Ok(qb.build_query_scalar().fetch_one(pool).await?)
+        })
     }
 
     /// Audit counts of the Defenders `ids` (one page of a list); Defenders without audits are
@@ -364,29 +383,33 @@ impl Store {
 
     /// Audit counts of one Defender.
     pub async fn audit_counts_of(&self, defender_id: &str) -> Result<AuditCounts, StoreError> {
-        self.sync_audit_index().await?;
-        let (total, prevented): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), SUM(CASE WHEN effect = 2 THEN 1 ELSE 0 END) \
-             FROM audit_index WHERE defender_id = ?",
-        )
-        .bind(defender_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(AuditCounts {
-            total,
-            prevented: prevented.unwrap_or(0),
+        with_pool!(&self.pool, |pool| {
+            self.sync_audit_index().await?;
+            let (total, prevented): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), SUM(CASE WHEN effect = 2 THEN 1 ELSE 0 END) \
+             FROM audit_index WHERE defender_id = $1",
+            )
+            .bind(defender_id)
+            .fetch_one(pool)
+            .await?;
+            Ok(AuditCounts {
+                total,
+                prevented: prevented.unwrap_or(0),
+            })
         })
     }
 
     /// Distinct rule names of the stored audits, alphabetically, at most `limit` (filter menus).
     pub async fn audit_rules(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-        self.sync_audit_index().await?;
-        Ok(
-            sqlx::query_scalar("SELECT DISTINCT rule FROM audit_index ORDER BY rule LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        with_pool!(&self.pool, |pool| {
+            self.sync_audit_index().await?;
+            Ok(
+                sqlx::query_scalar("SELECT DISTINCT rule FROM audit_index ORDER BY rule LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
     }
 
     /// Defenders that have audits, as `(id, hostname, task_arn)`, at most `limit` (filter menus).
@@ -394,16 +417,18 @@ impl Store {
         &self,
         limit: i64,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.sync_audit_index().await?;
-        Ok(sqlx::query_as(
-            "SELECT a.defender_id, COALESCE(d.hostname, ''), COALESCE(d.task_arn, '') \
+        with_pool!(&self.pool, |pool| {
+            self.sync_audit_index().await?;
+            Ok(sqlx::query_as(
+                "SELECT a.defender_id, COALESCE(d.hostname, ''), COALESCE(d.task_arn, '') \
              FROM (SELECT DISTINCT defender_id FROM audit_index) a \
              LEFT JOIN defenders d ON d.id = a.defender_id \
-             ORDER BY COALESCE(d.hostname, ''), a.defender_id LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+             ORDER BY COALESCE(d.hostname, ''), a.defender_id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        })
     }
 
     /// Audits stored after rowid `after`, oldest first, at most `limit` (webhook forwarding).
@@ -412,57 +437,122 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.sync_audit_index().await?;
-        let mut qb = QueryBuilder::<Sqlite>::new(AUDIT_COLUMNS);
-        qb.push("WHERE a.id > ")
-            .push_bind(after)
-            .push(" ORDER BY a.id ASC LIMIT ")
-            .push_bind(limit);
-        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
+        with_pool!(&self.pool, |pool| {
+            self.sync_audit_index().await?;
+            let mut qb = QueryBuilder::<Db>::new(AUDIT_COLUMNS);
+            qb.push("WHERE a.id > ")
+                .push_bind(after)
+                .push(" ORDER BY a.id ASC LIMIT ")
+                .push_bind(limit);
+            Ok(qb.build_query_as().fetch_all(pool).await?)
+        })
     }
 
     /// Rowid of the newest stored audit event, 0 when there is none.
     pub async fn last_audit_rowid(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM events WHERE kind = 'audit'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        with_pool!(&self.pool, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT COALESCE(MAX(rowid), 0) FROM events WHERE kind = 'audit'",
+            )
+            .fetch_one(pool)
+            .await?)
+        })
     }
 
     /// The cursor of webhook `key`: created at `start` when the webhook is new, else as saved.
     pub async fn init_webhook_cursor(&self, key: &str, start: i64) -> Result<i64, StoreError> {
-        sqlx::query(
-            "INSERT INTO webhook_cursor (url, last_rowid, updated_at) VALUES (?, ?, ?) \
+        with_pool!(&self.pool, |pool| {
+            sqlx::query(
+                "INSERT INTO webhook_cursor (url, last_rowid, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (url) DO NOTHING",
-        )
-        .bind(key)
-        .bind(start)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        self.webhook_cursor(key).await.map(|c| c.unwrap_or(start))
+            )
+            .bind(key)
+            .bind(start)
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+            self.webhook_cursor(key).await.map(|c| c.unwrap_or(start))
+        })
     }
 
     /// The saved cursor of webhook `key` (the rowid of the last audit it delivered).
     pub async fn webhook_cursor(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT last_rowid FROM webhook_cursor WHERE url = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        with_pool!(&self.pool, |pool| {
+            Ok(
+                sqlx::query_scalar("SELECT last_rowid FROM webhook_cursor WHERE url = $1")
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
     }
 
-    /// Records that webhook `key` delivered every audit up to rowid `last_rowid`.
-    pub async fn set_webhook_cursor(&self, key: &str, last_rowid: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_cursor SET last_rowid = ?, updated_at = ? WHERE url = ?")
+    /// Takes or renews the lease on webhook `lease_key` for `holder` (a Console instance) for
+    /// `ttl_ms`: true when `holder` holds it now, false while another live replica does.
+    pub async fn take_webhook_lease(
+        &self,
+        lease_key: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(&self.pool, |pool| {
+            let now = now_ms();
+            let done = sqlx::query(
+                "UPDATE webhook_cursor SET lease_holder = $1, lease_until = $2 \
+                 WHERE url = $3 AND (lease_holder = $1 OR lease_holder IS NULL OR lease_until < $4)",
+            )
+            .bind(holder)
+            .bind(now.saturating_add(ttl_ms))
+            .bind(lease_key)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Gives up `holder`'s lease on webhook `lease_key` (a Console that stops).
+    pub async fn release_webhook_lease(
+        &self,
+        lease_key: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(&self.pool, |pool| {
+            sqlx::query(
+                "UPDATE webhook_cursor SET lease_holder = NULL, lease_until = 0 \
+                 WHERE url = $1 AND lease_holder = $2",
+            )
+            .bind(lease_key)
+            .bind(holder)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Records that webhook `key` delivered everything up to rowid `last_rowid`, if `holder`
+    /// still holds the lease on `lease_key`; false (nothing written) when it lost it.
+    pub async fn set_webhook_cursor(
+        &self,
+        key: &str,
+        lease_key: &str,
+        holder: &str,
+        last_rowid: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(&self.pool, |pool| {
+            let done = sqlx::query(
+                "UPDATE webhook_cursor SET last_rowid = $1, updated_at = $2 WHERE url = $3 \
+                 AND EXISTS (SELECT 1 FROM webhook_cursor l WHERE l.url = $4 AND l.lease_holder = $5)",
+            )
             .bind(last_rowid)
             .bind(now_ms())
             .bind(key)
-            .execute(&self.pool)
+            .bind(lease_key)
+            .bind(holder)
+            .execute(pool)
             .await?;
-        Ok(())
+            Ok(done.rows_affected() == 1)
+        })
     }
 }
 

@@ -32,22 +32,24 @@ fn bounded(s: &str) -> &str {
 impl Store {
     /// Records the Defender's capture status.
     pub async fn set_capture(&self, id: &str, status: &CaptureStatus) -> Result<(), StoreError> {
-        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        sqlx::query(
-            "UPDATE defenders SET capture_mode = ?, capture_detail = ?, capture_error = ?, \
-             capture_poll_interval_ms = ?, capture_intercepted = ?, capture_timed_out = ?, \
-             capture_missed = ? WHERE id = ?",
-        )
-        .bind(mode_name(status))
-        .bind(bounded(&status.detail))
-        .bind(bounded(&status.error))
-        .bind(i64::from(status.poll_interval_ms))
-        .bind(clamp(status.intercepted))
-        .bind(clamp(status.timed_out))
-        .bind(clamp(status.missed_processes))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        with_pool!(&self.pool, |pool| {
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            sqlx::query(
+                "UPDATE defenders SET capture_mode = $1, capture_detail = $2, capture_error = $3, \
+             capture_poll_interval_ms = $4, capture_intercepted = $5, capture_timed_out = $6, \
+             capture_missed = $7 WHERE id = $8",
+            )
+            .bind(mode_name(status))
+            .bind(bounded(&status.detail))
+            .bind(bounded(&status.error))
+            .bind(i64::from(status.poll_interval_ms))
+            .bind(clamp(status.intercepted))
+            .bind(clamp(status.timed_out))
+            .bind(clamp(status.missed_processes))
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 }

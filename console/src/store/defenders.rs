@@ -94,13 +94,14 @@ pub(super) const SELECT_DEFENDER: &str = "SELECT d.id, d.hostname, d.cluster, d.
 impl Store {
     /// Records a newly enrolled Defender.
     pub async fn insert_defender(&self, d: &NewDefender<'_>) -> Result<(), StoreError> {
-        let m = &bounded(d.metadata);
-        let mut agent_version = d.agent_version.to_owned();
-        crate::limits::bound_version(&mut agent_version);
-        sqlx::query(
+        with_pool!(&self.pool, |pool| {
+            let m = &bounded(d.metadata);
+            let mut agent_version = d.agent_version.to_owned();
+            crate::limits::bound_version(&mut agent_version);
+            sqlx::query(
             "INSERT INTO defenders (id, hostname, cluster, task_arn, family, revision, availability_zone, \
              launch_type, containers_json, agent_version, mode, enrolled_at, enrollment_token, cert_not_after) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(d.id)
         .bind(&m.hostname)
@@ -116,32 +117,37 @@ impl Store {
         .bind(now_ms())
         .bind(d.enrollment_token)
         .bind(d.cert_not_after_ms)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Whether the Defender exists and may connect (not decommissioned).
     pub async fn defender_may_connect(&self, id: &str) -> Result<bool, StoreError> {
-        let row: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(matches!(row, Some(None)))
+        with_pool!(&self.pool, |pool| {
+            let row: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(matches!(row, Some(None)))
+        })
     }
 
     /// Whether the Defender is unknown, decommissioned, or may connect.
     pub async fn defender_standing(&self, id: &str) -> Result<Standing, StoreError> {
-        let row: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match row {
-            None => Standing::Unknown,
-            Some(Some(_)) => Standing::Decommissioned,
-            Some(None) => Standing::Active,
+        with_pool!(&self.pool, |pool| {
+            let row: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(match row {
+                None => Standing::Unknown,
+                Some(Some(_)) => Standing::Decommissioned,
+                Some(None) => Standing::Active,
+            })
         })
     }
 
@@ -150,22 +156,26 @@ impl Store {
     /// held by any Console replica finds out at its next heartbeat. Returns false when it was
     /// already decommissioned or is unknown.
     pub async fn decommission_defender(&self, id: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE defenders SET decommissioned_at = ? WHERE id = ? AND decommissioned_at IS NULL",
+        with_pool!(&self.pool, |pool| {
+            let now = now_ms();
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+            "UPDATE defenders SET decommissioned_at = $1 WHERE id = $2 AND decommissioned_at IS NULL",
         )
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE sessions SET ended_at = ? WHERE defender_id = ? AND ended_at IS NULL")
+            sqlx::query(
+                "UPDATE sessions SET ended_at = $1 WHERE defender_id = $2 AND ended_at IS NULL",
+            )
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     /// Opens a session for a new Connect stream, refreshing the metadata from its Hello.
@@ -177,16 +187,17 @@ impl Store {
         console_instance: &str,
         interval_ms: i64,
     ) -> Result<SessionRef, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let mut agent_version = hello.agent_version.clone();
-        crate::limits::bound_version(&mut agent_version);
-        if let Some(m) = hello.metadata.as_ref().map(bounded) {
-            let m = &m;
-            sqlx::query(
-                "UPDATE defenders SET hostname = ?, cluster = ?, task_arn = ?, family = ?, revision = ?, \
-                 availability_zone = ?, launch_type = ?, containers_json = ?, agent_version = ?, mode = ? \
-                 WHERE id = ?",
+        with_pool!(&self.pool, |pool| {
+            let now = now_ms();
+            let mut tx = pool.begin().await?;
+            let mut agent_version = hello.agent_version.clone();
+            crate::limits::bound_version(&mut agent_version);
+            if let Some(m) = hello.metadata.as_ref().map(bounded) {
+                let m = &m;
+                sqlx::query(
+                "UPDATE defenders SET hostname = $1, cluster = $2, task_arn = $3, family = $4, revision = $5, \
+                 availability_zone = $6, launch_type = $7, containers_json = $8, agent_version = $9, mode = $10 \
+                 WHERE id = $11",
             )
             .bind(&m.hostname)
             .bind(&m.cluster)
@@ -201,16 +212,18 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        }
-        // A Defender holds one stream: an older open session of it has ended by now.
-        sqlx::query("UPDATE sessions SET ended_at = ? WHERE defender_id = ? AND ended_at IS NULL")
+            }
+            // A Defender holds one stream: an older open session of it has ended by now.
+            sqlx::query(
+                "UPDATE sessions SET ended_at = $1 WHERE defender_id = $2 AND ended_at IS NULL",
+            )
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let session_id: i64 = sqlx::query_scalar(
+            let session_id: i64 = sqlx::query_scalar(
             "INSERT INTO sessions (defender_id, console_instance, started_at, last_heartbeat, heartbeat_interval_ms) \
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(id)
         .bind(console_instance)
@@ -219,8 +232,9 @@ impl Store {
         .bind(interval_ms)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(SessionRef(session_id))
+            tx.commit().await?;
+            Ok(SessionRef(session_id))
+        })
     }
 
     /// Records a heartbeat: the session is alive, and the Defender's health figures. Returns
@@ -246,46 +260,53 @@ impl Store {
         health: &Health,
         alive_ms: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let open = sqlx::query(
-            "UPDATE sessions SET last_heartbeat = ?, alive_ms = COALESCE(?, alive_ms) \
-             WHERE id = ? AND ended_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(alive_ms)
-        .bind(session.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        if !open {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE defenders SET queue_depth = ?, spool_bytes = ?, dropped_events = ?, rss_bytes = ?, \
-             cpu_centipercent = ? WHERE id = ?",
-        )
-        .bind(clamp(health.queue_depth))
-        .bind(clamp(health.spool_bytes))
-        .bind(clamp(health.dropped_events))
-        .bind(clamp(health.rss_bytes))
-        .bind(i64::from(health.cpu_centipercent))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        with_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            // The Defender's row first, then its session's: the order `start_session` locks
+            // them in, so that on PostgreSQL a heartbeat and a new stream of the same Defender
+            // (possibly on two replicas) cannot deadlock.
+            sqlx::query(
+                "UPDATE defenders SET queue_depth = $1, spool_bytes = $2, dropped_events = $3, \
+                 rss_bytes = $4, cpu_centipercent = $5 WHERE id = $6",
+            )
+            .bind(clamp(health.queue_depth))
+            .bind(clamp(health.spool_bytes))
+            .bind(clamp(health.dropped_events))
+            .bind(clamp(health.rss_bytes))
+            .bind(i64::from(health.cpu_centipercent))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let open = sqlx::query(
+                "UPDATE sessions SET last_heartbeat = $1, alive_ms = COALESCE($2, alive_ms) \
+                 WHERE id = $3 AND ended_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(alive_ms)
+            .bind(session.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if !open {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Marks a session's stream as closed.
     pub async fn end_session(&self, session: SessionRef) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
-            .bind(now_ms())
-            .bind(session.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        with_pool!(&self.pool, |pool| {
+            sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")
+                .bind(now_ms())
+                .bind(session.0)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
     }
 
     /// Every Defender seen since `seen_since_ms` (older disconnected ones leave the list), newest first.
@@ -293,28 +314,32 @@ impl Store {
         &self,
         seen_since_ms: i64,
     ) -> Result<Vec<DefenderRecord>, StoreError> {
-        let sql = format!(
-            "{SELECT_DEFENDER} WHERE d.decommissioned_at IS NULL \
-             AND COALESCE(s.ended_at, s.last_heartbeat, d.enrolled_at) >= ? \
+        with_pool!(&self.pool, |pool| {
+            let sql = format!(
+                "{SELECT_DEFENDER} WHERE d.decommissioned_at IS NULL \
+             AND COALESCE(s.ended_at, s.last_heartbeat, d.enrolled_at) >= $1 \
              ORDER BY COALESCE(s.started_at, d.enrolled_at) DESC, d.id"
-        );
-        Ok(
-            sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql))
-                .bind(seen_since_ms)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+            );
+            Ok(
+                sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql))
+                    .bind(seen_since_ms)
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
     }
 
     /// One Defender by id, whatever its age.
     pub async fn get_defender(&self, id: &str) -> Result<Option<DefenderRecord>, StoreError> {
-        let sql = format!("{SELECT_DEFENDER} WHERE d.id = ?");
-        Ok(
-            sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        with_pool!(&self.pool, |pool| {
+            let sql = format!("{SELECT_DEFENDER} WHERE d.id = $1");
+            Ok(
+                sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use defender_proto::v1::{Event, event::Kind};
 use prost::Message;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError, now_ms};
@@ -146,43 +146,60 @@ fn event_pid(e: &Event) -> Option<i64> {
     .map(i64::from)
 }
 
+/// Advisory lock key (`pg_advisory_xact_lock`) of the event writers on PostgreSQL ("events" in
+/// ASCII); see `insert_events`.
+const EVENTS_WRITER_LOCK: i64 = 0x6576_656e_7473;
+
 impl Store {
     async fn insert_events(&self, batch: &[WriteRequest]) -> Result<(), StoreError> {
-        let received = now_ms();
-        let rows: Vec<(&str, &Event)> = batch
-            .iter()
-            .flat_map(|r| r.events.iter().map(move |e| (r.defender_id.as_str(), e)))
-            .collect();
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (defender_id, seq, kind, time_ms, received_at, container, pid, body) ",
-            );
-            qb.push_values(chunk, |mut b, (id, e)| {
-                b.push_bind(*id)
-                    .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-                    .push_bind(kind_name(e))
-                    .push_bind(e.time_ms)
-                    .push_bind(received)
-                    .push_bind(e.container.clone())
-                    .push_bind(event_pid(e))
-                    .push_bind(e.encode_to_vec());
-            });
-            qb.push(" ON CONFLICT (defender_id, seq) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        with_pool!(&self.pool, |pool| {
+            let received = now_ms();
+            let rows: Vec<(&str, &Event)> = batch
+                .iter()
+                .flat_map(|r| r.events.iter().map(move |e| (r.defender_id.as_str(), e)))
+                .collect();
+            let mut tx = pool.begin().await?;
+            if self.is_postgres() {
+                // `events.rowid` must grow in commit order (the index and webhook cursors read
+                // "rowid > N"): with several writers (replicas) a lower id could commit after a
+                // higher one was read. One writer at a time per database, released at commit.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(EVENTS_WRITER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO events (defender_id, seq, kind, time_ms, received_at, container, pid, body) ",
+                );
+                qb.push_values(chunk, |mut b, (id, e)| {
+                    b.push_bind(*id)
+                        .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+                        .push_bind(kind_name(e))
+                        .push_bind(e.time_ms)
+                        .push_bind(received)
+                        .push_bind(e.container.clone())
+                        .push_bind(event_pid(e))
+                        .push_bind(e.encode_to_vec());
+                });
+                qb.push(" ON CONFLICT (defender_id, seq) DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Highest seq stored for a Defender (0 when none): where its replay resumes.
     pub async fn last_stored_seq(&self, defender_id: &str) -> Result<u64, StoreError> {
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE defender_id = ?")
-                .bind(defender_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(max.map_or(0, |m| u64::try_from(m).unwrap_or(0)))
+        with_pool!(&self.pool, |pool| {
+            let max: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE defender_id = $1")
+                    .bind(defender_id)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(max.map_or(0, |m| u64::try_from(m).unwrap_or(0)))
+        })
     }
 
     /// Events of one Defender, newest first, optionally of one kind.
@@ -192,30 +209,32 @@ impl Store {
         kind: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(
+        with_pool!(&self.pool, |pool| {
+            let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT defender_id, seq, kind, time_ms, received_at, container, pid, body FROM events \
-             WHERE defender_id = ? AND (? IS NULL OR kind = ?) ORDER BY seq DESC LIMIT ?",
+             WHERE defender_id = $1 AND ($2 IS NULL OR kind = $3) ORDER BY seq DESC LIMIT $4",
         )
         .bind(defender_id)
         .bind(kind)
         .bind(kind)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(rows.into_iter().map(EventRow::into_stored).collect())
+            Ok(rows.into_iter().map(EventRow::into_stored).collect())
+        })
     }
 
     /// Number of events stored for a Defender, from the counts the triggers of migration 0011
     /// keep (no scan of its events).
     pub async fn count_events(&self, defender_id: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT COALESCE(SUM(n), 0) FROM event_counts WHERE defender_id = ?",
+        with_pool!(&self.pool, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM event_counts WHERE defender_id = $1",
             )
             .bind(defender_id)
-            .fetch_one(&self.pool)
-            .await?,
-        )
+            .fetch_one(pool)
+            .await?)
+        })
     }
 }
 

@@ -8,8 +8,7 @@
 
 use std::sync::OnceLock;
 
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments, Row};
+use sqlx::Row;
 
 use super::{DefenderRecord, Store, StoreError};
 use crate::status::MISSED_HEARTBEATS;
@@ -197,16 +196,18 @@ pub struct FleetFacets {
 }
 
 /// The inner query: every visible Defender with its newest session and the sort keys. Bound
-/// first: `?1` = now (ms), `?2` = seen since (ms).
-fn inner_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
+/// first: `$1` = now (ms), `$2` = seen since (ms).
+fn inner_sql(postgres: bool) -> &'static str {
+    static SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    // The larger of two values: a scalar MAX on SQLite, GREATEST on PostgreSQL.
+    let greatest = if postgres { "GREATEST" } else { "MAX" };
+    SQL[usize::from(postgres)].get_or_init(|| {
         let keys = format!(
             ", COALESCE(s.ended_at, s.last_heartbeat, d.enrolled_at) AS k_last_seen, \
-             CASE WHEN s.started_at IS NOT NULL AND s.last_heartbeat IS NOT NULL \
+             CAST(CASE WHEN s.started_at IS NOT NULL AND s.last_heartbeat IS NOT NULL \
                AND s.ended_at IS NULL AND s.heartbeat_interval_ms IS NOT NULL \
-               AND MAX(?1 - s.last_heartbeat, 0) < {MISSED_HEARTBEATS} * s.heartbeat_interval_ms \
-               THEN 1 ELSE 0 END AS k_connected, \
+               AND {greatest}($1 - s.last_heartbeat, 0) < {MISSED_HEARTBEATS} * s.heartbeat_interval_ms \
+               THEN 1 ELSE 0 END AS BIGINT) AS k_connected, \
              d.name_key AS k_name, \
              lower(d.family || ':' || d.revision) AS k_task, lower(d.cluster) AS k_cluster, \
              d.agent_version AS k_version, d.mode || ' ' || d.capture_mode AS k_mode, \
@@ -217,7 +218,7 @@ fn inner_sql() -> &'static str {
         let select = super::defenders::SELECT_DEFENDER.replacen(" FROM defenders d", &keys, 1);
         format!(
             "{select} WHERE d.decommissioned_at IS NULL \
-             AND COALESCE(s.ended_at, s.last_heartbeat, d.enrolled_at) >= ?2"
+             AND COALESCE(s.ended_at, s.last_heartbeat, d.enrolled_at) >= $2"
         )
     })
 }
@@ -235,31 +236,61 @@ fn like_pattern(text: &str) -> String {
     p
 }
 
-/// SQL text with its arguments, every placeholder numbered (`?N`): sqlx numbers plain `?`
-/// from 1 on its own, which would collide with the inner query's `?1` and `?2`.
+/// A value bound to a [`Bound`] query (the fleet's filters and keys are integers or text).
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+/// SQL text with its arguments, every placeholder numbered (`$N`) since the inner query's `$1`
+/// and `$2` are used more than once. Bound by [`bind_args!`] on either database.
 struct Bound {
     sql: String,
-    args: SqliteArguments,
-    n: usize,
+    args: Vec<Arg>,
+    /// Case-insensitive LIKE: `LIKE` on SQLite (ASCII case-insensitive), `ILIKE` on PostgreSQL.
+    like: &'static str,
+}
+
+/// Binds a [`Bound`]'s arguments, in order, to a query of either database.
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for a in $args {
+            query = match a {
+                Arg::Int(i) => query.bind(i),
+                Arg::Text(t) => query.bind(t),
+            };
+        }
+        query
+    }};
 }
 
 impl Bound {
-    /// Starts with `sql` (which uses `?1` = now and `?2` = seen since).
-    fn new(sql: String, now_ms: i64, seen_since_ms: i64) -> Self {
-        let mut args = SqliteArguments::default();
-        let _ = args.add(now_ms);
-        let _ = args.add(seen_since_ms);
-        Self { sql, args, n: 2 }
+    /// Starts with `sql` (which uses `$1` = now and `$2` = seen since).
+    fn new(sql: String, now_ms: i64, seen_since_ms: i64, postgres: bool) -> Self {
+        Self {
+            sql,
+            args: vec![Arg::Int(now_ms), Arg::Int(seen_since_ms)],
+            like: if postgres { "ILIKE" } else { "LIKE" },
+        }
     }
 
     /// Adds an argument; returns its placeholder.
-    fn arg<T>(&mut self, v: T) -> String
-    where
-        T: for<'q> sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + 'static,
-    {
-        let _ = self.args.add(v);
-        self.n += 1;
-        format!("?{}", self.n)
+    fn arg(&mut self, v: impl Into<Arg>) -> String {
+        self.args.push(v.into());
+        format!("${}", self.args.len())
     }
 
     fn key(&mut self, key: &CursorKey) -> String {
@@ -275,9 +306,10 @@ impl Bound {
         if !search.is_empty() {
             let p = self.arg(like_pattern(search));
             let clause = format!(
-                " AND (f.hostname LIKE {p} ESCAPE '\\' OR f.task_arn LIKE {p} ESCAPE '\\' \
-                 OR f.family LIKE {p} ESCAPE '\\' OR f.cluster LIKE {p} ESCAPE '\\' \
-                 OR f.id LIKE {p} ESCAPE '\\')"
+                " AND (f.hostname {like} {p} ESCAPE '\\' OR f.task_arn {like} {p} ESCAPE '\\' \
+                 OR f.family {like} {p} ESCAPE '\\' OR f.cluster {like} {p} ESCAPE '\\' \
+                 OR f.id {like} {p} ESCAPE '\\')",
+                like = self.like
             );
             self.sql.push_str(&clause);
         }
@@ -301,25 +333,28 @@ impl Bound {
 impl Store {
     /// The Defenders `ids`, in that order (ids not found are left out).
     async fn defenders_by_ids(&self, ids: &[String]) -> Result<Vec<DefenderRecord>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let marks = vec!["?"; ids.len()].join(",");
-        let sql = format!(
-            "{} WHERE d.id IN ({marks})",
-            super::defenders::SELECT_DEFENDER
-        );
-        let mut query = sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id);
-        }
-        let mut found: std::collections::HashMap<String, DefenderRecord> = query
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|d| (d.id.clone(), d))
-            .collect();
-        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        with_pool!(&self.pool, |pool| {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let marks = marks.join(",");
+            let sql = format!(
+                "{} WHERE d.id IN ({marks})",
+                super::defenders::SELECT_DEFENDER
+            );
+            let mut query = sqlx::query_as::<_, DefenderRecord>(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(id);
+            }
+            let mut found: std::collections::HashMap<String, DefenderRecord> = query
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|d| (d.id.clone(), d))
+                .collect();
+            Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        })
     }
 
     /// One page of the Defenders seen since `seen_since_ms` (not decommissioned) matching `q`,
@@ -330,112 +365,122 @@ impl Store {
         now_ms: i64,
         seen_since_ms: i64,
     ) -> Result<FleetPage, StoreError> {
-        if q.sort == FleetSort::Audits {
-            self.sync_audit_index().await?;
-        }
-        let (column, numeric) = q.sort.column();
-        let (cmp, dir) = if q.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        let mut b = Bound::new(
-            // Only the id and the sort key go through the sort: SQLite then computes, for
-            // every Defender, just what the filters and the key need; the page's full rows
-            // are read afterwards by id.
-            format!("SELECT f.id, f.{column} FROM ({}) f WHERE 1", inner_sql()),
-            now_ms,
-            seen_since_ms,
-        );
-        b.filters(q, true);
-        if let Some(after) = &q.after {
-            let k = b.key(&after.key);
-            let id = b.arg(after.id.clone());
+        with_pool!(&self.pool, |pool| {
+            if q.sort == FleetSort::Audits {
+                self.sync_audit_index().await?;
+            }
+            let (column, numeric) = q.sort.column();
+            let (cmp, dir) = if q.descending {
+                ("<", "DESC")
+            } else {
+                (">", "ASC")
+            };
+            let mut b = Bound::new(
+                // Only the id and the sort key go through the sort: SQLite then computes, for
+                // every Defender, just what the filters and the key need; the page's full rows
+                // are read afterwards by id.
+                format!(
+                    "SELECT f.id, f.{column} FROM ({}) f WHERE TRUE",
+                    inner_sql(self.is_postgres())
+                ),
+                now_ms,
+                seen_since_ms,
+                self.is_postgres(),
+            );
+            b.filters(q, true);
+            if let Some(after) = &q.after {
+                let k = b.key(&after.key);
+                let id = b.arg(after.id.clone());
+                b.sql.push_str(&format!(
+                    " AND (f.{column} {cmp} {k} OR (f.{column} = {k} AND f.id {cmp} {id}))"
+                ));
+            }
+            let limit = b.arg(i64::try_from(q.limit).unwrap_or(i64::MAX).saturating_add(1));
+            let offset = if q.after.is_some() { 0 } else { q.offset };
+            let offset = b.arg(i64::try_from(offset).unwrap_or(i64::MAX));
             b.sql.push_str(&format!(
-                " AND (f.{column} {cmp} {k} OR (f.{column} = {k} AND f.id {cmp} {id}))"
+                " ORDER BY f.{column} {dir}, f.id {dir} LIMIT {limit} OFFSET {offset}"
             ));
-        }
-        let limit = b.arg(i64::try_from(q.limit).unwrap_or(i64::MAX).saturating_add(1));
-        let offset = if q.after.is_some() { 0 } else { q.offset };
-        let offset = b.arg(i64::try_from(offset).unwrap_or(i64::MAX));
-        b.sql.push_str(&format!(
-            " ORDER BY f.{column} {dir}, f.id {dir} LIMIT {limit} OFFSET {offset}"
-        ));
-        let (sql, args) = (b.sql, b.args);
-        let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .fetch_all(&self.pool)
-            .await?;
-        let more = rows.len() > q.limit;
-        let mut ids = Vec::with_capacity(rows.len().min(q.limit));
-        let mut next = None;
-        for (i, row) in rows.iter().enumerate() {
-            if i == q.limit {
-                break;
+            let (sql, args) = (b.sql, b.args);
+            let rows = bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+                .fetch_all(pool)
+                .await?;
+            let more = rows.len() > q.limit;
+            let mut ids = Vec::with_capacity(rows.len().min(q.limit));
+            let mut next = None;
+            for (i, row) in rows.iter().enumerate() {
+                if i == q.limit {
+                    break;
+                }
+                let id: String = row.try_get("id")?;
+                if more && i + 1 == q.limit {
+                    let key = if numeric {
+                        CursorKey::Int(row.try_get(column)?)
+                    } else {
+                        CursorKey::Text(row.try_get(column)?)
+                    };
+                    next = Some(FleetCursor {
+                        key,
+                        id: id.clone(),
+                    });
+                }
+                ids.push(id);
             }
-            let id: String = row.try_get("id")?;
-            if more && i + 1 == q.limit {
-                let key = if numeric {
-                    CursorKey::Int(row.try_get(column)?)
-                } else {
-                    CursorKey::Text(row.try_get(column)?)
-                };
-                next = Some(FleetCursor {
-                    key,
-                    id: id.clone(),
-                });
-            }
-            ids.push(id);
-        }
-        let defenders = self.defenders_by_ids(&ids).await?;
+            let defenders = self.defenders_by_ids(&ids).await?;
 
-        let mut b = Bound::new(
-            format!(
-                "SELECT COUNT(*), COALESCE(SUM(f.k_connected), 0) FROM ({}) f WHERE 1",
-                inner_sql()
-            ),
-            now_ms,
-            seen_since_ms,
-        );
-        b.filters(q, false);
-        let (sql, args) = (b.sql, b.args);
-        let (total, connected): (i64, i64) = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), args)
-            .fetch_one(&self.pool)
-            .await?;
-        let disconnected = total - connected;
-        let matching = match q.connected {
-            None => total,
-            Some(true) => connected,
-            Some(false) => disconnected,
-        };
-        Ok(FleetPage {
-            defenders,
-            next,
-            matching,
-            connected,
-            disconnected,
+            let mut b = Bound::new(
+                format!(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(f.k_connected), 0) AS BIGINT) FROM ({}) f WHERE TRUE",
+                    inner_sql(self.is_postgres())
+                ),
+                now_ms,
+                seen_since_ms,
+                self.is_postgres(),
+            );
+            b.filters(q, false);
+            let (sql, args) = (b.sql, b.args);
+            let (total, connected): (i64, i64) =
+                bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+                    .fetch_one(pool)
+                    .await?;
+            let disconnected = total - connected;
+            let matching = match q.connected {
+                None => total,
+                Some(true) => connected,
+                Some(false) => disconnected,
+            };
+            Ok(FleetPage {
+                defenders,
+                next,
+                matching,
+                connected,
+                disconnected,
+            })
         })
     }
 
     /// Distinct modes, versions and clusters of the Defenders not decommissioned, for the
     /// filter menus (at most 200 of each).
     pub async fn fleet_facets(&self) -> Result<FleetFacets, StoreError> {
-        let mut facets = FleetFacets::default();
-        for (column, out) in [
-            ("d.mode", &mut facets.modes),
-            ("d.agent_version", &mut facets.versions),
-            ("d.cluster", &mut facets.clusters),
-        ] {
-            // Every Defender not decommissioned (also those past the list's retention, which
-            // are few and soon purged): one pass over the table, no session lookups.
-            let sql = format!(
-                "SELECT DISTINCT {column} FROM defenders d WHERE d.decommissioned_at IS NULL \
+        with_pool!(&self.pool, |pool| {
+            let mut facets = FleetFacets::default();
+            for (column, out) in [
+                ("d.mode", &mut facets.modes),
+                ("d.agent_version", &mut facets.versions),
+                ("d.cluster", &mut facets.clusters),
+            ] {
+                // Every Defender not decommissioned (also those past the list's retention, which
+                // are few and soon purged): one pass over the table, no session lookups.
+                let sql = format!(
+                    "SELECT DISTINCT {column} FROM defenders d WHERE d.decommissioned_at IS NULL \
                  AND {column} <> '' ORDER BY 1 LIMIT 200"
-            );
-            *out = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&self.pool)
-                .await?;
-        }
-        Ok(facets)
+                );
+                *out = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(pool)
+                    .await?;
+            }
+            Ok(facets)
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use defender_proto::v1::event::Kind;
 use defender_proto::v1::{Direction, Event};
 use prost::Message;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::events::EventRow;
 use super::{Store, StoreError, StoredEvent};
@@ -76,7 +76,12 @@ const EVENT_COLUMNS: &str =
     "SELECT defender_id, seq, kind, time_ms, received_at, container, pid, body FROM events ";
 
 /// `WHERE …` of `q` without its seq cursors.
-fn push_filter(qb: &mut QueryBuilder<Sqlite>, defender_id: &str, q: &EventQuery) {
+fn push_filter<'a, DB: sqlx::Database>(qb: &mut QueryBuilder<DB>, defender_id: &str, q: &EventQuery)
+where
+    String: super::Bind<'a, DB>,
+    &'static str: super::Bind<'a, DB>,
+    i64: super::Bind<'a, DB>,
+{
     qb.push("WHERE defender_id = ")
         .push_bind(defender_id.to_owned());
     if !q.kinds.is_empty() {
@@ -103,71 +108,73 @@ impl Store {
         defender_id: &str,
         q: &EventQuery,
     ) -> Result<EventPage, StoreError> {
-        let limit = q.limit.max(1);
-        let ascending = q.after_seq.is_some() && q.before_seq.is_none();
-        let mut qb = QueryBuilder::<Sqlite>::new(EVENT_COLUMNS);
-        push_filter(&mut qb, defender_id, q);
-        if let Some(before) = q.before_seq {
-            qb.push(" AND seq < ").push_bind(before);
-        }
-        if let Some(after) = q.after_seq {
-            qb.push(" AND seq > ").push_bind(after);
-        }
-        qb.push(if ascending {
-            " ORDER BY seq ASC LIMIT "
-        } else {
-            " ORDER BY seq DESC LIMIT "
-        })
-        .push_bind(limit + 1);
-        let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.pool).await?;
-        let more = rows.len() as i64 > limit;
-        let mut events: Vec<StoredEvent> = rows
-            .into_iter()
-            .take(limit as usize)
-            .map(EventRow::into_stored)
-            .collect();
-        if ascending {
-            events.reverse();
-        }
-        let newest = events.first().map(|e| e.seq);
-        let oldest = events.last().map(|e| e.seq);
+        with_pool!(&self.pool, |pool| {
+            let limit = q.limit.max(1);
+            let ascending = q.after_seq.is_some() && q.before_seq.is_none();
+            let mut qb = QueryBuilder::<Db>::new(EVENT_COLUMNS);
+            push_filter(&mut qb, defender_id, q);
+            if let Some(before) = q.before_seq {
+                qb.push(" AND seq < ").push_bind(before);
+            }
+            if let Some(after) = q.after_seq {
+                qb.push(" AND seq > ").push_bind(after);
+            }
+            qb.push(if ascending {
+                " ORDER BY seq ASC LIMIT "
+            } else {
+                " ORDER BY seq DESC LIMIT "
+            })
+            .push_bind(limit + 1);
+            let rows: Vec<EventRow> = qb.build_query_as().fetch_all(pool).await?;
+            let more = rows.len() as i64 > limit;
+            let mut events: Vec<StoredEvent> = rows
+                .into_iter()
+                .take(limit as usize)
+                .map(EventRow::into_stored)
+                .collect();
+            if ascending {
+                events.reverse();
+            }
+            let newest = events.first().map(|e| e.seq);
+            let oldest = events.last().map(|e| e.seq);
 
-        // The direction of travel is known from the extra row; the other one is asked.
-        let (older_before, newer_after) = if ascending {
-            let older = match oldest {
-                Some(s) => self
-                    .any_event(defender_id, q, None, Some(s))
-                    .await?
-                    .then_some(s),
-                None => {
-                    let after = q.after_seq.unwrap_or(0);
-                    let exists = self
-                        .any_event(defender_id, q, None, Some(after.saturating_add(1)))
-                        .await?;
-                    exists.then_some(after.saturating_add(1))
-                }
+            // The direction of travel is known from the extra row; the other one is asked.
+            let (older_before, newer_after) = if ascending {
+                let older = match oldest {
+                    Some(s) => self
+                        .any_event(defender_id, q, None, Some(s))
+                        .await?
+                        .then_some(s),
+                    None => {
+                        let after = q.after_seq.unwrap_or(0);
+                        let exists = self
+                            .any_event(defender_id, q, None, Some(after.saturating_add(1)))
+                            .await?;
+                        exists.then_some(after.saturating_add(1))
+                    }
+                };
+                (older, if more { newest } else { None })
+            } else {
+                let newer = match (newest, q.before_seq) {
+                    (Some(s), _) => self
+                        .any_event(defender_id, q, Some(s), None)
+                        .await?
+                        .then_some(s),
+                    (None, Some(before)) => {
+                        let exists = self
+                            .any_event(defender_id, q, Some(before.saturating_sub(1)), None)
+                            .await?;
+                        exists.then_some(before.saturating_sub(1))
+                    }
+                    (None, None) => None,
+                };
+                (if more { oldest } else { None }, newer)
             };
-            (older, if more { newest } else { None })
-        } else {
-            let newer = match (newest, q.before_seq) {
-                (Some(s), _) => self
-                    .any_event(defender_id, q, Some(s), None)
-                    .await?
-                    .then_some(s),
-                (None, Some(before)) => {
-                    let exists = self
-                        .any_event(defender_id, q, Some(before.saturating_sub(1)), None)
-                        .await?;
-                    exists.then_some(before.saturating_sub(1))
-                }
-                (None, None) => None,
-            };
-            (if more { oldest } else { None }, newer)
-        };
-        Ok(EventPage {
-            events,
-            older_before,
-            newer_after,
+            Ok(EventPage {
+                events,
+                older_before,
+                newer_after,
+            })
         })
     }
 
@@ -180,17 +187,18 @@ impl Store {
         above: Option<i64>,
         below: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT EXISTS (SELECT 1 FROM events ");
-        push_filter(&mut qb, defender_id, q);
-        if let Some(s) = above {
-            qb.push(" AND seq > ").push_bind(s);
-        }
-        if let Some(s) = below {
-            qb.push(" AND seq < ").push_bind(s);
-        }
-        qb.push(")");
-        let exists: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
-        Ok(exists != 0)
+        with_pool!(&self.pool, |pool| {
+            let mut qb = QueryBuilder::<Db>::new("SELECT EXISTS (SELECT 1 FROM events ");
+            push_filter(&mut qb, defender_id, q);
+            if let Some(s) = above {
+                qb.push(" AND seq > ").push_bind(s);
+            }
+            if let Some(s) = below {
+                qb.push(" AND seq < ").push_bind(s);
+            }
+            qb.push(")");
+            Ok(qb.build_query_scalar::<bool>().fetch_one(pool).await?)
+        })
     }
 
     /// Number of a Defender's events matching `q`'s filters (its cursors and limit ignored).
@@ -201,24 +209,26 @@ impl Store {
         defender_id: &str,
         q: &EventQuery,
     ) -> Result<i64, StoreError> {
-        if q.since_ms.is_none() && q.until_ms.is_none() {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT COALESCE(SUM(n), 0) FROM event_counts WHERE defender_id = ",
-            );
-            qb.push_bind(defender_id.to_owned());
-            if !q.kinds.is_empty() {
-                qb.push(" AND kind IN (");
-                let mut list = qb.separated(", ");
-                for k in &q.kinds {
-                    list.push_bind(*k);
+        with_pool!(&self.pool, |pool| {
+            if q.since_ms.is_none() && q.until_ms.is_none() {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM event_counts WHERE defender_id = ",
+                );
+                qb.push_bind(defender_id.to_owned());
+                if !q.kinds.is_empty() {
+                    qb.push(" AND kind IN (");
+                    let mut list = qb.separated(", ");
+                    for k in &q.kinds {
+                        list.push_bind(*k);
+                    }
+                    qb.push(")");
                 }
-                qb.push(")");
+                return Ok(qb.build_query_scalar().fetch_one(pool).await?);
             }
-            return Ok(qb.build_query_scalar().fetch_one(&self.pool).await?);
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM events ");
-        push_filter(&mut qb, defender_id, q);
-        Ok(qb.build_query_scalar().fetch_one(&self.pool).await?)
+            let mut qb = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM events ");
+            push_filter(&mut qb, defender_id, q);
+            Ok(qb.build_query_scalar().fetch_one(pool).await?)
+        })
     }
 
     /// What a Defender's newest `window` events show: executables started, sockets listened
@@ -229,54 +239,57 @@ impl Store {
         defender_id: &str,
         window: i64,
     ) -> Result<Observations, StoreError> {
-        const CHUNK: i64 = 500;
-        let window = window.max(1);
-        // The newest `window` events (of any kind) lie above the (window+1)-th newest seq.
-        let floor: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM events WHERE defender_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
-        )
-        .bind(defender_id)
-        .bind(window)
-        .fetch_optional(&self.pool)
-        .await?;
-        let window_events: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE defender_id = ? AND seq > ?")
-                .bind(defender_id)
-                .bind(floor.unwrap_or(i64::MIN))
-                .fetch_one(&self.pool)
-                .await?;
-        let mut acc = Accumulator::default();
-        let mut cursor = floor.unwrap_or(i64::MIN);
-        loop {
-            let rows: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
-                "SELECT seq, time_ms, container, body FROM events \
-                 WHERE defender_id = ? AND seq > ? \
-                 AND kind IN ('process_start', 'network_listen', 'network_connection') \
-                 ORDER BY seq ASC LIMIT ?",
+        with_pool!(&self.pool, |pool| {
+            const CHUNK: i64 = 500;
+            let window = window.max(1);
+            // The newest `window` events (of any kind) lie above the (window+1)-th newest seq.
+            let floor: Option<i64> = sqlx::query_scalar(
+                "SELECT seq FROM events WHERE defender_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2",
             )
             .bind(defender_id)
-            .bind(cursor)
-            .bind(CHUNK)
-            .fetch_all(&self.pool)
+            .bind(window)
+            .fetch_optional(pool)
             .await?;
-            let Some(last) = rows.last().map(|r| r.0) else {
-                break;
-            };
-            cursor = last;
-            let short = (rows.len() as i64) < CHUNK;
-            for (seq, time_ms, container, body) in rows {
-                match Event::decode(body.as_slice()) {
-                    Ok(e) => acc.add(&e, &container, time_ms),
-                    Err(e) => {
-                        tracing::warn!(defender_id, seq, "stored event does not decode: {e}");
+            let window_events: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM events WHERE defender_id = $1 AND seq > $2",
+            )
+            .bind(defender_id)
+            .bind(floor.unwrap_or(i64::MIN))
+            .fetch_one(pool)
+            .await?;
+            let mut acc = Accumulator::default();
+            let mut cursor = floor.unwrap_or(i64::MIN);
+            loop {
+                let rows: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, time_ms, container, body FROM events \
+                 WHERE defender_id = $1 AND seq > $2 \
+                 AND kind IN ('process_start', 'network_listen', 'network_connection') \
+                 ORDER BY seq ASC LIMIT $3",
+                )
+                .bind(defender_id)
+                .bind(cursor)
+                .bind(CHUNK)
+                .fetch_all(pool)
+                .await?;
+                let Some(last) = rows.last().map(|r| r.0) else {
+                    break;
+                };
+                cursor = last;
+                let short = (rows.len() as i64) < CHUNK;
+                for (seq, time_ms, container, body) in rows {
+                    match Event::decode(body.as_slice()) {
+                        Ok(e) => acc.add(&e, &container, time_ms),
+                        Err(e) => {
+                            tracing::warn!(defender_id, seq, "stored event does not decode: {e}");
+                        }
                     }
                 }
+                if short {
+                    break;
+                }
             }
-            if short {
-                break;
-            }
-        }
-        Ok(acc.finish(window_events, floor.is_some()))
+            Ok(acc.finish(window_events, floor.is_some()))
+        })
     }
 }
 
@@ -617,10 +630,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         // A Defender row for the foreign key.
-        sqlx::query("INSERT INTO defenders (id, enrolled_at, cert_not_after) VALUES ('d1', 0, 0)")
-            .execute(store.pool())
+        with_pool!(store.pool(), |p| {
+            sqlx::query(
+                "INSERT INTO defenders (id, enrolled_at, cert_not_after) VALUES ('d1', 0, 0)",
+            )
+            .execute(p)
             .await
             .unwrap();
+        });
         let events: Vec<Event> = (1..=30u64)
             .map(|seq| {
                 let exe = if seq <= 10 { "/old" } else { "/new" };

@@ -40,24 +40,26 @@ impl Store {
         description: &str,
         expires_at_ms: Option<i64>,
     ) -> Result<String, StoreError> {
-        let token = new_token(kind.prefix());
-        let sql = match kind {
-            TokenKind::Enrollment => {
-                "INSERT INTO enrollment_tokens (token_hash, description, created_at, expires_at) VALUES (?, ?, ?, ?)"
+        with_pool!(&self.pool, |pool| {
+            let token = new_token(kind.prefix());
+            let sql = match kind {
+                TokenKind::Enrollment => {
+                    "INSERT INTO enrollment_tokens (token_hash, description, created_at, expires_at) VALUES ($1, $2, $3, $4)"
+                }
+                TokenKind::Api => {
+                    "INSERT INTO api_tokens (token_hash, description, created_at) VALUES ($1, $2, $3)"
+                }
+            };
+            let mut q = sqlx::query(sql)
+                .bind(token_hash(&token))
+                .bind(description)
+                .bind(now_ms());
+            if kind == TokenKind::Enrollment {
+                q = q.bind(expires_at_ms);
             }
-            TokenKind::Api => {
-                "INSERT INTO api_tokens (token_hash, description, created_at) VALUES (?, ?, ?)"
-            }
-        };
-        let mut q = sqlx::query(sql)
-            .bind(token_hash(&token))
-            .bind(description)
-            .bind(now_ms());
-        if kind == TokenKind::Enrollment {
-            q = q.bind(expires_at_ms);
-        }
-        q.execute(&self.pool).await?;
-        Ok(token)
+            q.execute(pool).await?;
+            Ok(token)
+        })
     }
 
     /// Returns the token's row id when it exists, is not revoked and has not expired.
@@ -66,47 +68,51 @@ impl Store {
         kind: TokenKind,
         token: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let sql = match kind {
-            TokenKind::Enrollment => {
-                "SELECT id FROM enrollment_tokens WHERE token_hash = ? AND revoked_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > ?)"
+        with_pool!(&self.pool, |pool| {
+            let sql = match kind {
+                TokenKind::Enrollment => {
+                    "SELECT id FROM enrollment_tokens WHERE token_hash = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2)"
+                }
+                TokenKind::Api => {
+                    "SELECT id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+                }
+            };
+            let mut q = sqlx::query_scalar(sql).bind(token_hash(token));
+            if kind == TokenKind::Enrollment {
+                q = q.bind(now_ms());
             }
-            TokenKind::Api => {
-                "SELECT id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL"
+            let id: Option<i64> = q.fetch_optional(pool).await?;
+            if let (TokenKind::Api, Some(id)) = (kind, id) {
+                // Last use, for Manage > Tokens; written at most once a minute per token.
+                let now = now_ms();
+                sqlx::query(
+                    "UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 \
+                 AND (last_used_at IS NULL OR last_used_at < $3)",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(now - 60_000)
+                .execute(pool)
+                .await?;
             }
-        };
-        let mut q = sqlx::query_scalar(sql).bind(token_hash(token));
-        if kind == TokenKind::Enrollment {
-            q = q.bind(now_ms());
-        }
-        let id: Option<i64> = q.fetch_optional(&self.pool).await?;
-        if let (TokenKind::Api, Some(id)) = (kind, id) {
-            // Last use, for Manage > Tokens; written at most once a minute per token.
-            let now = now_ms();
-            sqlx::query(
-                "UPDATE api_tokens SET last_used_at = ? WHERE id = ? \
-                 AND (last_used_at IS NULL OR last_used_at < ?)",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(now - 60_000)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(id)
+            Ok(id)
+        })
     }
 
     /// Revokes a token given in clear; returns whether one was revoked.
     pub async fn revoke_token(&self, kind: TokenKind, token: &str) -> Result<bool, StoreError> {
-        let sql = format!(
-            "UPDATE {} SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL",
-            kind.table()
-        );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now_ms())
-            .bind(token_hash(token))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        with_pool!(&self.pool, |pool| {
+            let sql = format!(
+                "UPDATE {} SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+                kind.table()
+            );
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now_ms())
+                .bind(token_hash(token))
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 }

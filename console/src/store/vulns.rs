@@ -16,7 +16,7 @@ use defender_proto::v1::{ComplianceReport, Event, Inventory};
 use defender_vuln::ecosystem::{OsRelease, inventory_ecosystem, normalize_name};
 use defender_vuln::{Index, PackageKey, Record};
 use prost::Message;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::{Store, StoreError, now_ms};
 
@@ -190,30 +190,31 @@ impl Store {
         &self,
         records: Vec<(Record, String)>,
     ) -> Result<ImportStats, StoreError> {
-        let mut stats = ImportStats::default();
-        let now = now_ms();
-        for chunk in records.chunks(500) {
-            let mut tx = self.pool.begin().await?;
-            for (r, json) in chunk {
-                let held: Option<String> =
-                    sqlx::query_scalar("SELECT modified FROM vuln_records WHERE id = ?")
-                        .bind(&r.id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                match &held {
-                    Some(m)
-                        if m.as_str() > r.modified.as_str()
-                            || (m == &r.modified && !r.modified.is_empty()) =>
-                    {
-                        stats.unchanged += 1;
-                        continue;
+        with_pool!(&self.pool, |pool| {
+            let mut stats = ImportStats::default();
+            let now = now_ms();
+            for chunk in records.chunks(500) {
+                let mut tx = pool.begin().await?;
+                for (r, json) in chunk {
+                    let held: Option<String> =
+                        sqlx::query_scalar("SELECT modified FROM vuln_records WHERE id = $1")
+                            .bind(&r.id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match &held {
+                        Some(m)
+                            if m.as_str() > r.modified.as_str()
+                                || (m == &r.modified && !r.modified.is_empty()) =>
+                        {
+                            stats.unchanged += 1;
+                            continue;
+                        }
+                        Some(_) => stats.updated += 1,
+                        None => stats.added += 1,
                     }
-                    Some(_) => stats.updated += 1,
-                    None => stats.added += 1,
-                }
-                let withdrawn = r.withdrawn.as_deref().is_some_and(|w| !w.is_empty());
-                sqlx::query(
-                    "INSERT INTO vuln_records (id, modified, summary, withdrawn, body, imported_at) VALUES (?, ?, ?, ?, ?, ?) \
+                    let withdrawn = r.withdrawn.as_deref().is_some_and(|w| !w.is_empty());
+                    sqlx::query(
+                    "INSERT INTO vuln_records (id, modified, summary, withdrawn, body, imported_at) VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (id) DO UPDATE SET modified = excluded.modified, summary = excluded.summary, \
                      withdrawn = excluded.withdrawn, body = excluded.body, imported_at = excluded.imported_at",
                 )
@@ -225,123 +226,129 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM vuln_affected WHERE record_id = ?")
-                    .bind(&r.id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM vuln_ids WHERE record_id = ?")
-                    .bind(&r.id)
-                    .execute(&mut *tx)
-                    .await?;
-                let keys: BTreeSet<(String, String, String)> = r
-                    .affected
-                    .iter()
-                    .map(|a| {
-                        let k = PackageKey::of_record(&a.package.ecosystem, &a.package.name);
-                        (k.ecosystem, k.name, a.package.ecosystem.clone())
-                    })
-                    .collect();
-                for (eco, name, raw) in keys {
-                    sqlx::query("INSERT INTO vuln_affected (ecosystem, name, record_id, raw_ecosystem) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                    sqlx::query("DELETE FROM vuln_affected WHERE record_id = $1")
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM vuln_ids WHERE record_id = $1")
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let keys: BTreeSet<(String, String, String)> = r
+                        .affected
+                        .iter()
+                        .map(|a| {
+                            let k = PackageKey::of_record(&a.package.ecosystem, &a.package.name);
+                            (k.ecosystem, k.name, a.package.ecosystem.clone())
+                        })
+                        .collect();
+                    for (eco, name, raw) in keys {
+                        sqlx::query("INSERT INTO vuln_affected (ecosystem, name, record_id, raw_ecosystem) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
                         .bind(eco)
                         .bind(name)
                         .bind(&r.id)
                         .bind(raw)
                         .execute(&mut *tx)
                         .await?;
-                }
-                for alias in r.all_ids() {
-                    sqlx::query("INSERT INTO vuln_ids (alias, record_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    }
+                    for alias in r.all_ids() {
+                        sqlx::query("INSERT INTO vuln_ids (alias, record_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(alias.to_ascii_uppercase())
                         .bind(&r.id)
                         .execute(&mut *tx)
                         .await?;
+                    }
                 }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        }
-        if stats.added + stats.updated > 0 {
-            self.sync_inventory().await?;
-            let _one = SYNC.lock().await;
-            let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM images")
-                .fetch_all(&self.pool)
-                .await?;
-            for id in &ids {
-                self.rematch_image(id).await?;
+            if stats.added + stats.updated > 0 {
+                self.sync_inventory().await?;
+                let _one = SYNC.lock().await;
+                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM images")
+                    .fetch_all(pool)
+                    .await?;
+                for id in &ids {
+                    self.rematch_image(id).await?;
+                }
+                stats.images_rematched = ids.len() as u64;
             }
-            stats.images_rematched = ids.len() as u64;
-        }
-        Ok(stats)
+            Ok(stats)
+        })
     }
 
     /// Records held, per ecosystem, and the newest `modified`.
     pub async fn vulndb_status(&self) -> Result<VulnDbStatus, StoreError> {
-        let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vuln_records")
-            .fetch_one(&self.pool)
-            .await?;
-        let newest: Option<String> = sqlx::query_scalar("SELECT MAX(modified) FROM vuln_records")
-            .fetch_one(&self.pool)
-            .await?;
-        let ecosystems: Vec<(String, i64)> = sqlx::query_as(
+        with_pool!(&self.pool, |pool| {
+            let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vuln_records")
+                .fetch_one(pool)
+                .await?;
+            let newest: Option<String> =
+                sqlx::query_scalar("SELECT MAX(modified) FROM vuln_records")
+                    .fetch_one(pool)
+                    .await?;
+            let ecosystems: Vec<(String, i64)> = sqlx::query_as(
             "SELECT raw_ecosystem, COUNT(DISTINCT record_id) AS n FROM vuln_affected GROUP BY raw_ecosystem ORDER BY n DESC, raw_ecosystem",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(VulnDbStatus {
-            records,
-            newest_modified: newest.unwrap_or_default(),
-            ecosystems,
+            Ok(VulnDbStatus {
+                records,
+                newest_modified: newest.unwrap_or_default(),
+                ecosystems,
+            })
         })
     }
 
     /// Applies the inventory and compliance events committed since the last call.
     pub async fn sync_inventory(&self) -> Result<(), StoreError> {
-        let _one = SYNC.lock().await;
-        loop {
-            let last: i64 =
-                sqlx::query_scalar("SELECT last_rowid FROM inventory_cursor WHERE id = 1")
-                    .fetch_one(&self.pool)
-                    .await?;
-            let rows: Vec<EventRow> = sqlx::query_as(
-                "SELECT rowid, defender_id, container, time_ms, body FROM events \
-                 WHERE kind IN ('inventory', 'compliance') AND rowid > ? ORDER BY rowid LIMIT ?",
-            )
-            .bind(last)
-            .bind(SYNC_CHUNK)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(max) = rows.last().map(|r| r.rowid) else {
-                return Ok(());
-            };
-            let mut rematch = BTreeSet::new();
-            for row in &rows {
-                let Ok(event) = Event::decode(row.body.as_slice()) else {
-                    continue;
-                };
-                match event.kind {
-                    Some(Kind::Inventory(inv)) => {
-                        if let Some(id) = self
-                            .apply_inventory(&row.defender_id, &row.container, row.time_ms, inv)
-                            .await?
-                        {
-                            rematch.insert(id);
-                        }
-                    }
-                    Some(Kind::Compliance(c)) => {
-                        self.apply_compliance(&row.defender_id, &row.container, row.time_ms, c)
-                            .await?
-                    }
-                    _ => {}
-                }
-            }
-            for id in &rematch {
-                self.rematch_image(id).await?;
-            }
-            sqlx::query("UPDATE inventory_cursor SET last_rowid = ? WHERE id = 1")
-                .bind(max)
-                .execute(&self.pool)
+        with_pool!(&self.pool, |pool| {
+            let _one = SYNC.lock().await;
+            loop {
+                let last: i64 =
+                    sqlx::query_scalar("SELECT last_rowid FROM inventory_cursor WHERE id = 1")
+                        .fetch_one(pool)
+                        .await?;
+                let rows: Vec<EventRow> = sqlx::query_as(
+                    "SELECT rowid, defender_id, container, time_ms, body FROM events \
+                 WHERE kind IN ('inventory', 'compliance') AND rowid > $1 ORDER BY rowid LIMIT $2",
+                )
+                .bind(last)
+                .bind(SYNC_CHUNK)
+                .fetch_all(pool)
                 .await?;
-        }
+                let Some(max) = rows.last().map(|r| r.rowid) else {
+                    return Ok(());
+                };
+                let mut rematch = BTreeSet::new();
+                for row in &rows {
+                    let Ok(event) = Event::decode(row.body.as_slice()) else {
+                        continue;
+                    };
+                    match event.kind {
+                        Some(Kind::Inventory(inv)) => {
+                            if let Some(id) = self
+                                .apply_inventory(&row.defender_id, &row.container, row.time_ms, inv)
+                                .await?
+                            {
+                                rematch.insert(id);
+                            }
+                        }
+                        Some(Kind::Compliance(c)) => {
+                            self.apply_compliance(&row.defender_id, &row.container, row.time_ms, c)
+                                .await?
+                        }
+                        _ => {}
+                    }
+                }
+                for id in &rematch {
+                    self.rematch_image(id).await?;
+                }
+                sqlx::query("UPDATE inventory_cursor SET last_rowid = $1 WHERE id = 1")
+                    .bind(max)
+                    .execute(pool)
+                    .await?;
+            }
+        })
     }
 
     async fn apply_inventory(
@@ -351,18 +358,20 @@ impl Store {
         time_ms: i64,
         inv: Inventory,
     ) -> Result<Option<String>, StoreError> {
-        if inv.image_id.is_empty() || inv.image_id.len() > 200 {
-            return Ok(None);
-        }
-        let held: Option<i64> =
-            sqlx::query_scalar("SELECT last_inventory_ms FROM images WHERE id = ?")
-                .bind(&inv.image_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO image_defenders (image_id, defender_id, container, last_seen_ms) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (image_id, defender_id, container) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+        with_pool!(&self.pool, |pool| {
+            if inv.image_id.is_empty() || inv.image_id.len() > 200 {
+                return Ok(None);
+            }
+            let held: Option<i64> =
+                sqlx::query_scalar("SELECT last_inventory_ms FROM images WHERE id = $1")
+                    .bind(&inv.image_id)
+                    .fetch_optional(pool)
+                    .await?;
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+            "INSERT INTO image_defenders (image_id, defender_id, container, last_seen_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (image_id, defender_id, container) DO UPDATE SET last_seen_ms = CASE WHEN excluded.last_seen_ms > image_defenders.last_seen_ms \
+             THEN excluded.last_seen_ms ELSE image_defenders.last_seen_ms END",
         )
         .bind(&inv.image_id)
         .bind(defender_id)
@@ -370,15 +379,15 @@ impl Store {
         .bind(time_ms)
         .execute(&mut *tx)
         .await?;
-        if held.is_some_and(|t| t > time_ms) {
-            // An older inventory of an image held from a newer one: only the Defender link counts.
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let os = inv.os.clone().unwrap_or_default();
-        sqlx::query(
+            if held.is_some_and(|t| t > time_ms) {
+                // An older inventory of an image held from a newer one: only the Defender link counts.
+                tx.commit().await?;
+                return Ok(None);
+            }
+            let os = inv.os.clone().unwrap_or_default();
+            sqlx::query(
             "INSERT INTO images (id, name, os_id, os_version_id, os_pretty_name, total_packages, truncated, notes, inventory_ms, last_inventory_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET \
              name = CASE WHEN excluded.name = '' THEN images.name ELSE excluded.name END, os_id = excluded.os_id, \
              os_version_id = excluded.os_version_id, os_pretty_name = excluded.os_pretty_name, total_packages = excluded.total_packages, \
              truncated = excluded.truncated, notes = excluded.notes, inventory_ms = excluded.inventory_ms, last_inventory_ms = excluded.last_inventory_ms",
@@ -395,28 +404,29 @@ impl Store {
         .bind(time_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM image_packages WHERE image_id = ?")
-            .bind(&inv.image_id)
-            .execute(&mut *tx)
-            .await?;
-        for chunk in inv.packages.chunks(100) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO image_packages (image_id, kind, name, version, source_name, source_version, arch, path) ",
-            );
-            qb.push_values(chunk, |mut b, p| {
-                b.push_bind(&inv.image_id)
-                    .push_bind(&p.kind)
-                    .push_bind(&p.name)
-                    .push_bind(&p.version)
-                    .push_bind(&p.source_name)
-                    .push_bind(&p.source_version)
-                    .push_bind(&p.arch)
-                    .push_bind(&p.path);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(inv.image_id))
+            sqlx::query("DELETE FROM image_packages WHERE image_id = $1")
+                .bind(&inv.image_id)
+                .execute(&mut *tx)
+                .await?;
+            for chunk in inv.packages.chunks(100) {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO image_packages (image_id, kind, name, version, source_name, source_version, arch, path) ",
+                );
+                qb.push_values(chunk, |mut b, p| {
+                    b.push_bind(&inv.image_id)
+                        .push_bind(&p.kind)
+                        .push_bind(&p.name)
+                        .push_bind(&p.version)
+                        .push_bind(&p.source_name)
+                        .push_bind(&p.source_version)
+                        .push_bind(&p.arch)
+                        .push_bind(&p.path);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(Some(inv.image_id))
+        })
     }
 
     async fn apply_compliance(
@@ -426,17 +436,18 @@ impl Store {
         time_ms: i64,
         c: ComplianceReport,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM compliance_results WHERE defender_id = ? AND container = ? AND time_ms <= ?")
+        with_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM compliance_results WHERE defender_id = $1 AND container = $2 AND time_ms <= $3")
             .bind(defender_id)
             .bind(container)
             .bind(time_ms)
             .execute(&mut *tx)
             .await?;
-        for r in c.results.iter().take(200) {
-            sqlx::query(
+            for r in c.results.iter().take(200) {
+                sqlx::query(
                 "INSERT INTO compliance_results (defender_id, container, image_id, check_id, title, severity, passed, evidence, cis, time_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
             )
             .bind(defender_id)
             .bind(container)
@@ -450,80 +461,83 @@ impl Store {
             .bind(time_ms)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Recomputes the findings of one image from its packages and the records naming them.
     async fn rematch_image(&self, image_id: &str) -> Result<(), StoreError> {
-        let os: Option<(String, String)> =
-            sqlx::query_as("SELECT os_id, os_version_id FROM images WHERE id = ?")
-                .bind(image_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((os_id, version_id)) = os else {
-            return Ok(());
-        };
-        let os = OsRelease {
-            id: os_id,
-            version_id,
-        };
-        let packages: Vec<PackageRow> = sqlx::query_as(
-            "SELECT kind, name, version, source_name, source_version, arch, path FROM image_packages WHERE image_id = ?",
+        with_pool!(&self.pool, |pool| {
+            let os: Option<(String, String)> =
+                sqlx::query_as("SELECT os_id, os_version_id FROM images WHERE id = $1")
+                    .bind(image_id)
+                    .fetch_optional(pool)
+                    .await?;
+            let Some((os_id, version_id)) = os else {
+                return Ok(());
+            };
+            let os = OsRelease {
+                id: os_id,
+                version_id,
+            };
+            let packages: Vec<PackageRow> = sqlx::query_as(
+            "SELECT kind, name, version, source_name, source_version, arch, path FROM image_packages WHERE image_id = $1",
         )
         .bind(image_id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        let keyed: Vec<(&PackageRow, PackageKey, String)> = packages
-            .iter()
-            .filter_map(|p| {
-                match_key(
-                    &os,
-                    &p.kind,
-                    &p.name,
-                    &p.version,
-                    &p.source_name,
-                    &p.source_version,
+            let keyed: Vec<(&PackageRow, PackageKey, String)> = packages
+                .iter()
+                .filter_map(|p| {
+                    match_key(
+                        &os,
+                        &p.kind,
+                        &p.name,
+                        &p.version,
+                        &p.source_name,
+                        &p.source_version,
+                    )
+                    .map(|(k, v)| (p, k, v))
+                })
+                .collect();
+            let keys: BTreeSet<&PackageKey> = keyed.iter().map(|(_, k, _)| k).collect();
+            let mut record_ids: BTreeSet<String> = BTreeSet::new();
+            for k in keys {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT record_id FROM vuln_affected WHERE ecosystem = $1 AND name = $2",
                 )
-                .map(|(k, v)| (p, k, v))
-            })
-            .collect();
-        let keys: BTreeSet<&PackageKey> = keyed.iter().map(|(_, k, _)| k).collect();
-        let mut record_ids: BTreeSet<String> = BTreeSet::new();
-        for k in keys {
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT record_id FROM vuln_affected WHERE ecosystem = ? AND name = ?",
-            )
-            .bind(&k.ecosystem)
-            .bind(&k.name)
-            .fetch_all(&self.pool)
-            .await?;
-            record_ids.extend(ids);
-        }
-        let mut records = Vec::new();
-        for id in &record_ids {
-            let body: Option<String> =
-                sqlx::query_scalar("SELECT body FROM vuln_records WHERE id = ? AND withdrawn = 0")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if let Some(r) = body.and_then(|b| Record::parse(b.as_bytes()).ok()) {
-                records.push(r);
+                .bind(&k.ecosystem)
+                .bind(&k.name)
+                .fetch_all(pool)
+                .await?;
+                record_ids.extend(ids);
             }
-        }
-        let index = Index::new(records);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM image_vulns WHERE image_id = ?")
-            .bind(image_id)
-            .execute(&mut *tx)
-            .await?;
-        for (p, key, version) in &keyed {
-            for f in index.find(key, version) {
-                let sev = f.severity.rating.as_str();
-                sqlx::query(
+            let mut records = Vec::new();
+            for id in &record_ids {
+                let body: Option<String> = sqlx::query_scalar(
+                    "SELECT body FROM vuln_records WHERE id = $1 AND NOT withdrawn",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+                if let Some(r) = body.and_then(|b| Record::parse(b.as_bytes()).ok()) {
+                    records.push(r);
+                }
+            }
+            let index = Index::new(records);
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM image_vulns WHERE image_id = $1")
+                .bind(image_id)
+                .execute(&mut *tx)
+                .await?;
+            for (p, key, version) in &keyed {
+                for f in index.find(key, version) {
+                    let sev = f.severity.rating.as_str();
+                    sqlx::query(
                     "INSERT INTO image_vulns (image_id, record_id, package, version, kind, ecosystem, fixed, severity, severity_rank, \
-                     cvss_score, cvss_vector, summary, link, ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                     cvss_score, cvss_vector, summary, link, ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
                 )
                 .bind(image_id)
                 .bind(&f.record_id)
@@ -541,26 +555,29 @@ impl Store {
                 .bind(f.ids.join(" "))
                 .execute(&mut *tx)
                 .await?;
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Every image, newest inventory first, with counts and Defenders.
     pub async fn list_images(&self) -> Result<Vec<ImageSummary>, StoreError> {
-        self.sync_inventory().await?;
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM images ORDER BY last_inventory_ms DESC, id")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(i) = self.image_summary(&id).await? {
-                out.push(i);
+        with_pool!(&self.pool, |pool| {
+            self.sync_inventory().await?;
+            let ids: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM images ORDER BY last_inventory_ms DESC, id")
+                    .fetch_all(pool)
+                    .await?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(i) = self.image_summary(&id).await? {
+                    out.push(i);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// One image's summary, `None` when unknown.
@@ -570,121 +587,131 @@ impl Store {
     }
 
     async fn image_summary(&self, id: &str) -> Result<Option<ImageSummary>, StoreError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            id: String,
-            name: String,
-            os_pretty_name: String,
-            os_id: String,
-            os_version_id: String,
-            total_packages: i64,
-            truncated: bool,
-            notes: String,
-            inventory_ms: i64,
-            last_inventory_ms: i64,
-        }
-        let Some(r): Option<Row> = sqlx::query_as(
-            "SELECT id, name, os_pretty_name, os_id, os_version_id, total_packages, truncated, notes, inventory_ms, last_inventory_ms FROM images WHERE id = ?",
+        with_pool!(&self.pool, |pool| {
+            #[derive(sqlx::FromRow)]
+            struct Row {
+                id: String,
+                name: String,
+                os_pretty_name: String,
+                os_id: String,
+                os_version_id: String,
+                total_packages: i64,
+                truncated: bool,
+                notes: String,
+                inventory_ms: i64,
+                last_inventory_ms: i64,
+            }
+            let Some(r): Option<Row> = sqlx::query_as(
+            "SELECT id, name, os_pretty_name, os_id, os_version_id, total_packages, truncated, notes, inventory_ms, last_inventory_ms FROM images WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?
         else {
             return Ok(None);
         };
-        let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT severity, COUNT(*) FROM image_vulns WHERE image_id = ? GROUP BY severity",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut map: BTreeMap<String, i64> = defender_vuln::Rating::ALL
-            .iter()
-            .map(|r| (r.as_str().to_string(), 0))
-            .collect();
-        let mut total = 0;
-        for (s, n) in counts {
-            total += n;
-            *map.entry(s).or_default() += n;
-        }
-        let defenders: Vec<ImageDefender> = sqlx::query_as(
+            let counts: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT severity, COUNT(*) FROM image_vulns WHERE image_id = $1 GROUP BY severity",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            let mut map: BTreeMap<String, i64> = defender_vuln::Rating::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), 0))
+                .collect();
+            let mut total = 0;
+            for (s, n) in counts {
+                total += n;
+                *map.entry(s).or_default() += n;
+            }
+            let defenders: Vec<ImageDefender> = sqlx::query_as(
             "SELECT i.defender_id, i.container, i.last_seen_ms, COALESCE(d.hostname, '') AS hostname, COALESCE(d.task_arn, '') AS task_arn, \
              COALESCE(d.family, '') AS family, COALESCE(d.revision, '') AS revision \
-             FROM image_defenders i LEFT JOIN defenders d ON d.id = i.defender_id WHERE i.image_id = ? ORDER BY i.last_seen_ms DESC",
+             FROM image_defenders i LEFT JOIN defenders d ON d.id = i.defender_id WHERE i.image_id = $1 ORDER BY i.last_seen_ms DESC",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        let os = if r.os_pretty_name.is_empty() {
-            format!("{} {}", r.os_id, r.os_version_id)
-                .trim()
-                .to_string()
-        } else {
-            r.os_pretty_name
-        };
-        Ok(Some(ImageSummary {
-            id: r.id,
-            name: r.name,
-            os,
-            total_packages: r.total_packages,
-            truncated: r.truncated,
-            notes: r
-                .notes
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-            inventory_ms: r.inventory_ms,
-            last_inventory_ms: r.last_inventory_ms,
-            counts: map,
-            vulnerabilities: total,
-            defenders,
-        }))
+            let os = if r.os_pretty_name.is_empty() {
+                format!("{} {}", r.os_id, r.os_version_id)
+                    .trim()
+                    .to_string()
+            } else {
+                r.os_pretty_name
+            };
+            Ok(Some(ImageSummary {
+                id: r.id,
+                name: r.name,
+                os,
+                total_packages: r.total_packages,
+                truncated: r.truncated,
+                notes: r
+                    .notes
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+                inventory_ms: r.inventory_ms,
+                last_inventory_ms: r.last_inventory_ms,
+                counts: map,
+                vulnerabilities: total,
+                defenders,
+            }))
+        })
     }
 
     /// Findings of one image, most severe first.
     pub async fn image_vulns(&self, id: &str) -> Result<Vec<VulnRow>, StoreError> {
-        self.sync_inventory().await?;
-        Ok(sqlx::query_as(
+        with_pool!(&self.pool, |pool| {
+            self.sync_inventory().await?;
+            Ok(sqlx::query_as(
             "SELECT image_id, record_id, package, version, kind, ecosystem, fixed, severity, cvss_score, cvss_vector, summary, link, ids \
-             FROM image_vulns WHERE image_id = ? ORDER BY severity_rank DESC, cvss_score DESC, record_id, package",
+             FROM image_vulns WHERE image_id = $1 ORDER BY severity_rank DESC, cvss_score DESC, record_id, package",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?)
+        })
     }
 
     /// Packages of one image.
     pub async fn image_packages(&self, id: &str) -> Result<Vec<PackageRow>, StoreError> {
-        self.sync_inventory().await?;
-        Ok(sqlx::query_as(
-            "SELECT kind, name, version, source_name, source_version, arch, path FROM image_packages WHERE image_id = ? ORDER BY kind, name, version",
+        with_pool!(&self.pool, |pool| {
+            self.sync_inventory().await?;
+            Ok(sqlx::query_as(
+            "SELECT kind, name, version, source_name, source_version, arch, path FROM image_packages WHERE image_id = $1 ORDER BY kind, name, version",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?)
+        })
     }
 
     /// Findings of a record id or alias (`CVE-…`, `GHSA-…`, `DSA-…`) across all images.
     pub async fn find_vulnerability(&self, id: &str) -> Result<Vec<VulnRow>, StoreError> {
-        self.sync_inventory().await?;
-        Ok(sqlx::query_as(
+        with_pool!(&self.pool, |pool| {
+            self.sync_inventory().await?;
+            Ok(sqlx::query_as(
             "SELECT v.image_id, v.record_id, v.package, v.version, v.kind, v.ecosystem, v.fixed, v.severity, v.cvss_score, v.cvss_vector, \
-             v.summary, v.link, v.ids FROM image_vulns v WHERE v.record_id IN (SELECT record_id FROM vuln_ids WHERE alias = ?) \
+             v.summary, v.link, v.ids FROM image_vulns v WHERE v.record_id IN (SELECT record_id FROM vuln_ids WHERE alias = $1) \
              ORDER BY v.image_id, v.record_id, v.package",
         )
         .bind(id.trim().to_ascii_uppercase())
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?)
+        })
     }
 
     /// Whether any record has this id or alias.
     pub async fn vuln_id_known(&self, id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vuln_ids WHERE alias = ?")
-            .bind(id.trim().to_ascii_uppercase())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
+        with_pool!(&self.pool, |pool| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vuln_ids WHERE alias = $1")
+                .bind(id.trim().to_ascii_uppercase())
+                .fetch_one(pool)
+                .await?;
+            Ok(n > 0)
+        })
     }
 
     /// Latest compliance results (all Defenders, or one), the policy applied: disabled checks
@@ -693,71 +720,76 @@ impl Store {
         &self,
         defender_id: Option<&str>,
     ) -> Result<Vec<ComplianceRow>, StoreError> {
-        self.sync_inventory().await?;
-        let rows: Vec<ComplianceRow> = sqlx::query_as(
+        with_pool!(&self.pool, |pool| {
+            self.sync_inventory().await?;
+            let rows: Vec<ComplianceRow> = sqlx::query_as(
             "SELECT c.defender_id, c.container, c.image_id, c.check_id, c.title, \
              CASE WHEN COALESCE(p.severity, '') = '' THEN c.severity ELSE p.severity END AS severity, \
              c.passed, c.evidence, c.cis, c.time_ms FROM compliance_results c LEFT JOIN compliance_policy p ON p.check_id = c.check_id \
-             WHERE COALESCE(p.enabled, 1) = 1 AND (? IS NULL OR c.defender_id = ?)",
+             WHERE COALESCE(p.enabled, TRUE) AND ($1 IS NULL OR c.defender_id = $2)",
         )
         .bind(defender_id)
         .bind(defender_id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        let mut rows = rows;
-        rows.sort_by(|a, b| {
-            a.passed
-                .cmp(&b.passed)
-                .then(severity_rank(&b.severity).cmp(&severity_rank(&a.severity)))
-                .then(a.image_id.cmp(&b.image_id))
-                .then(a.defender_id.cmp(&b.defender_id))
-                .then(a.check_id.cmp(&b.check_id))
-        });
-        Ok(rows)
+            let mut rows = rows;
+            rows.sort_by(|a, b| {
+                a.passed
+                    .cmp(&b.passed)
+                    .then(severity_rank(&b.severity).cmp(&severity_rank(&a.severity)))
+                    .then(a.image_id.cmp(&b.image_id))
+                    .then(a.defender_id.cmp(&b.defender_id))
+                    .then(a.check_id.cmp(&b.check_id))
+            });
+            Ok(rows)
+        })
     }
 
     /// Every check the Defenders reported (id, title, default severity) with its setting.
     pub async fn compliance_policy(
         &self,
     ) -> Result<Vec<(CheckSetting, String, String)>, StoreError> {
-        let checks: Vec<(String, String, String)> = sqlx::query_as(
+        with_pool!(&self.pool, |pool| {
+            let checks: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT check_id, MAX(title), MAX(severity) FROM compliance_results GROUP BY check_id ORDER BY check_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        let settings: Vec<CheckSetting> =
-            sqlx::query_as("SELECT check_id, enabled, severity FROM compliance_policy")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut out: Vec<(CheckSetting, String, String)> = checks
-            .into_iter()
-            .map(|(id, title, sev)| {
-                let s = settings
-                    .iter()
-                    .find(|s| s.check_id == id)
-                    .cloned()
-                    .unwrap_or(CheckSetting {
-                        check_id: id,
-                        enabled: true,
-                        severity: String::new(),
-                    });
-                (s, title, sev)
-            })
-            .collect();
-        for s in settings {
-            if !out.iter().any(|(o, _, _)| o.check_id == s.check_id) {
-                out.push((s, String::new(), String::new()));
+            let settings: Vec<CheckSetting> =
+                sqlx::query_as("SELECT check_id, enabled, severity FROM compliance_policy")
+                    .fetch_all(pool)
+                    .await?;
+            let mut out: Vec<(CheckSetting, String, String)> = checks
+                .into_iter()
+                .map(|(id, title, sev)| {
+                    let s = settings
+                        .iter()
+                        .find(|s| s.check_id == id)
+                        .cloned()
+                        .unwrap_or(CheckSetting {
+                            check_id: id,
+                            enabled: true,
+                            severity: String::new(),
+                        });
+                    (s, title, sev)
+                })
+                .collect();
+            for s in settings {
+                if !out.iter().any(|(o, _, _)| o.check_id == s.check_id) {
+                    out.push((s, String::new(), String::new()));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Saves check settings (replacing the ones named).
     pub async fn set_compliance_policy(&self, settings: &[CheckSetting]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for s in settings {
-            sqlx::query(
-                "INSERT INTO compliance_policy (check_id, enabled, severity) VALUES (?, ?, ?) \
+        with_pool!(&self.pool, |pool| {
+            let mut tx = pool.begin().await?;
+            for s in settings {
+                sqlx::query(
+                "INSERT INTO compliance_policy (check_id, enabled, severity) VALUES ($1, $2, $3) \
                  ON CONFLICT (check_id) DO UPDATE SET enabled = excluded.enabled, severity = excluded.severity",
             )
             .bind(&s.check_id)
@@ -765,19 +797,22 @@ impl Store {
             .bind(&s.severity)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Images a Defender runs (for the links on its page).
     pub async fn images_of_defender(&self, defender_id: &str) -> Result<Vec<String>, StoreError> {
-        self.sync_inventory().await?;
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT image_id FROM image_defenders WHERE defender_id = ? ORDER BY image_id",
+        with_pool!(&self.pool, |pool| {
+            self.sync_inventory().await?;
+            Ok(sqlx::query_scalar(
+            "SELECT DISTINCT image_id FROM image_defenders WHERE defender_id = $1 ORDER BY image_id",
         )
         .bind(defender_id)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?)
+        })
     }
 }

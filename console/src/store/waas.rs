@@ -10,7 +10,7 @@ use defender_proto::v1::Event;
 use defender_proto::v1::event::Kind;
 use prost::Message;
 use serde::Serialize;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::{PolicyTable, PolicyVersion, Store, StoreError};
 
@@ -96,64 +96,66 @@ impl Store {
 
     /// Indexes the WAAS events committed since the last call.
     pub async fn sync_waas_index(&self) -> Result<(), StoreError> {
-        let _one = SYNC.lock().await;
-        loop {
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM waas_index")
-                .fetch_one(&self.pool)
+        with_pool!(&self.pool, |pool| {
+            let _one = SYNC.lock().await;
+            loop {
+                let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM waas_index")
+                    .fetch_one(pool)
+                    .await?;
+                let rows: Vec<EventRow> = sqlx::query_as(
+                    "SELECT rowid, defender_id, seq, time_ms, body FROM events \
+                 WHERE kind = 'waas' AND rowid > $1 ORDER BY rowid LIMIT $2",
+                )
+                .bind(last)
+                .bind(SYNC_CHUNK)
+                .fetch_all(pool)
                 .await?;
-            let rows: Vec<EventRow> = sqlx::query_as(
-                "SELECT rowid, defender_id, seq, time_ms, body FROM events \
-                 WHERE kind = 'waas' AND rowid > ? ORDER BY rowid LIMIT ?",
-            )
-            .bind(last)
-            .bind(SYNC_CHUNK)
-            .fetch_all(&self.pool)
-            .await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let short = (rows.len() as i64) < SYNC_CHUNK;
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO waas_index (id, defender_id, seq, time_ms, event_id, rule, family, \
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let short = (rows.len() as i64) < SYNC_CHUNK;
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO waas_index (id, defender_id, seq, time_ms, event_id, rule, family, \
                  effect, client_ip, method, path, location, name, matched, message, status, \
                  incomplete) ",
-            );
-            qb.push_values(rows, |mut b, (id, defender_id, seq, time_ms, body)| {
-                // An undecodable body indexes as an empty rule, so the index moves past it.
-                let w = match Event::decode(body.as_slice()) {
-                    Ok(Event {
-                        kind: Some(Kind::Waas(w)),
-                        ..
-                    }) => w,
-                    _ => {
-                        tracing::warn!(defender_id, seq, "stored WAAS event does not decode");
-                        Default::default()
-                    }
-                };
-                b.push_bind(id)
-                    .push_bind(defender_id)
-                    .push_bind(seq)
-                    .push_bind(time_ms)
-                    .push_bind(w.event_id)
-                    .push_bind(w.rule)
-                    .push_bind(w.family)
-                    .push_bind(w.effect)
-                    .push_bind(w.client_ip)
-                    .push_bind(w.method)
-                    .push_bind(w.path)
-                    .push_bind(w.location)
-                    .push_bind(w.name)
-                    .push_bind(w.matched)
-                    .push_bind(w.message)
-                    .push_bind(i64::from(w.status))
-                    .push_bind(w.incomplete);
-            });
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build().execute(&self.pool).await?;
-            if short {
-                return Ok(());
+                );
+                qb.push_values(rows, |mut b, (id, defender_id, seq, time_ms, body)| {
+                    // An undecodable body indexes as an empty rule, so the index moves past it.
+                    let w = match Event::decode(body.as_slice()) {
+                        Ok(Event {
+                            kind: Some(Kind::Waas(w)),
+                            ..
+                        }) => w,
+                        _ => {
+                            tracing::warn!(defender_id, seq, "stored WAAS event does not decode");
+                            Default::default()
+                        }
+                    };
+                    b.push_bind(id)
+                        .push_bind(defender_id)
+                        .push_bind(seq)
+                        .push_bind(time_ms)
+                        .push_bind(w.event_id)
+                        .push_bind(w.rule)
+                        .push_bind(w.family)
+                        .push_bind(w.effect)
+                        .push_bind(w.client_ip)
+                        .push_bind(w.method)
+                        .push_bind(w.path)
+                        .push_bind(w.location)
+                        .push_bind(w.name)
+                        .push_bind(w.matched)
+                        .push_bind(w.message)
+                        .push_bind(i64::from(w.status))
+                        .push_bind(w.incomplete);
+                });
+                qb.push(" ON CONFLICT (id) DO NOTHING");
+                qb.build().execute(pool).await?;
+                if short {
+                    return Ok(());
+                }
             }
-        }
+        })
     }
 
     /// One page of WAAS events matching `q`, newest first; the second value is the `before`
@@ -162,35 +164,37 @@ impl Store {
         &self,
         q: &WaasQuery,
     ) -> Result<(Vec<WaasRecord>, Option<i64>), StoreError> {
-        self.sync_waas_index().await?;
-        let limit = q.limit.clamp(1, 1000);
-        let mut qb = QueryBuilder::<Sqlite>::new(COLUMNS);
-        qb.push("WHERE 1 = 1");
-        let filters = [
-            ("w.defender_id", &q.defender_id),
-            ("w.rule", &q.rule),
-            ("w.family", &q.family),
-            ("w.effect", &q.effect),
-            ("w.event_id", &q.event_id),
-        ];
-        for (col, v) in filters {
-            if let Some(v) = v {
-                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+        with_pool!(&self.pool, |pool| {
+            self.sync_waas_index().await?;
+            let limit = q.limit.clamp(1, 1000);
+            let mut qb = QueryBuilder::<Db>::new(COLUMNS);
+            qb.push("WHERE 1 = 1");
+            let filters = [
+                ("w.defender_id", &q.defender_id),
+                ("w.rule", &q.rule),
+                ("w.family", &q.family),
+                ("w.effect", &q.effect),
+                ("w.event_id", &q.event_id),
+            ];
+            for (col, v) in filters {
+                if let Some(v) = v {
+                    qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+                }
             }
-        }
-        if let Some(b) = q.before {
-            qb.push(" AND w.id < ").push_bind(b);
-        }
-        qb.push(" ORDER BY w.id DESC LIMIT ").push_bind(limit + 1);
-        let mut rows: Vec<WaasRecord> = qb.build_query_as().fetch_all(&self.pool).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let older = if more {
-            rows.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok((rows, older))
+            if let Some(b) = q.before {
+                qb.push(" AND w.id < ").push_bind(b);
+            }
+            qb.push(" ORDER BY w.id DESC LIMIT ").push_bind(limit + 1);
+            let mut rows: Vec<WaasRecord> = qb.build_query_as().fetch_all(pool).await?;
+            let more = rows.len() as i64 > limit;
+            rows.truncate(limit as usize);
+            let older = if more {
+                rows.last().map(|r| r.id)
+            } else {
+                None
+            };
+            Ok((rows, older))
+        })
     }
 
     /// WAAS counts (events, refused) of the Defenders `ids` (one page of Manage > Defenders).
@@ -211,33 +215,41 @@ impl Store {
     /// WAAS events per family across every Defender: `(family, events, refused)`, most first
     /// (the overview above Monitor > Events > WAAS).
     pub async fn waas_family_counts(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.sync_waas_index().await?;
-        Ok(sqlx::query_as(
-            "SELECT family, COUNT(*) AS n, \
+        with_pool!(&self.pool, |pool| {
+            self.sync_waas_index().await?;
+            Ok(sqlx::query_as(
+                "SELECT family, COUNT(*) AS n, \
              SUM(CASE WHEN effect IN ('prevent', 'ban') THEN 1 ELSE 0 END) \
              FROM waas_index GROUP BY family ORDER BY n DESC, family",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+            )
+            .fetch_all(pool)
+            .await?)
+        })
     }
 
     /// WAAS events stored after rowid `after`, oldest first (webhook forwarding).
     pub async fn waas_after(&self, after: i64, limit: i64) -> Result<Vec<WaasRecord>, StoreError> {
-        self.sync_waas_index().await?;
-        let mut qb = QueryBuilder::<Sqlite>::new(COLUMNS);
-        qb.push("WHERE w.id > ")
-            .push_bind(after)
-            .push(" ORDER BY w.id ASC LIMIT ")
-            .push_bind(limit);
-        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
+        with_pool!(&self.pool, |pool| {
+            self.sync_waas_index().await?;
+            let mut qb = QueryBuilder::<Db>::new(COLUMNS);
+            qb.push("WHERE w.id > ")
+                .push_bind(after)
+                .push(" ORDER BY w.id ASC LIMIT ")
+                .push_bind(limit);
+            Ok(qb.build_query_as().fetch_all(pool).await?)
+        })
     }
 
     /// Rowid of the newest stored WAAS event, 0 when there is none.
     pub async fn last_waas_rowid(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM events WHERE kind = 'waas'")
-                .fetch_one(&self.pool)
+        with_pool!(&self.pool, |pool| {
+            Ok(
+                sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(rowid), 0) FROM events WHERE kind = 'waas'",
+                )
+                .fetch_one(pool)
                 .await?,
-        )
+            )
+        })
     }
 }

@@ -5,8 +5,10 @@ use super::{Store, StoreError};
 impl Store {
     /// Number of events stored for all Defenders (for `/metrics`).
     pub async fn count_all_events(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?)
+        with_pool!(&self.pool, |pool| {
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(pool)
+                .await?)
+        })
     }
 }

@@ -8,11 +8,14 @@ use defender_console::server::{self, RunningConsole, ServeConfig};
 use defender_console::store::TokenKind;
 use tokio::net::TcpListener;
 
+use crate::db_support;
+
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 pub fn config(data_dir: &Path, heartbeat: Duration) -> ServeConfig {
     ServeConfig {
         data_dir: data_dir.to_owned(),
+        database_url: db_support::database_url(data_dir),
         sans: vec![],
         heartbeat_interval: heartbeat,
         defender_retention: Duration::from_secs(3600),
@@ -68,6 +71,7 @@ pub async fn api_token(console: &RunningConsole) -> String {
 pub async fn bundle_b64(data_dir: &Path, console: &RunningConsole) -> String {
     server::create_bundle(
         data_dir,
+        db_support::database_url(data_dir).as_deref(),
         &format!("127.0.0.1:{}", console.grpc_addr.port()),
         "test",
         None,

@@ -11,6 +11,8 @@ use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 use tokio::net::TcpListener;
 
+use crate::db_support;
+
 pub const ADMIN_PASSWORD: &str = "web-test-admin-password";
 /// Heartbeat interval of the sessions the tests open: long, so "connected" cannot lapse mid-test.
 pub const INTERVAL_MS: i64 = 120_000;
@@ -28,6 +30,7 @@ impl Web {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ServeConfig {
             data_dir: dir.path().to_owned(),
+            database_url: db_support::database_url(dir.path()),
             sans: vec![],
             heartbeat_interval: Duration::from_secs(10),
             defender_retention: Duration::from_secs(3600),
