@@ -240,6 +240,25 @@ async fn a_new_install_bundle_is_embedded_and_enrolls() {
         "{error}"
     );
     assert!(!html.contains("id=\"protected-json\""));
+    // Among several replica addresses too, naming the one at fault.
+    let resp = browser
+        .generate(
+            &web,
+            &[
+                ("taskdef", &input),
+                ("consoleaddr", "console.internal:8084, 127.0.0.1:8084"),
+                ("bundle", "new"),
+                ("mode", "sidecar"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    let error = unescape(element_text(&html, "consoleaddr-error", "</div>"));
+    assert!(
+        error.contains("\"127.0.0.1:8084\" names this machine"),
+        "{error}"
+    );
     // ... unless the operator insists.
     let resp = browser
         .generate(

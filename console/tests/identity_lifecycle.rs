@@ -652,7 +652,7 @@ async fn tokens_expire_by_default_are_listed_named_and_revocable_everywhere() {
     let minted = defender_console::fargate::issue_bundle(
         &console.store,
         "-----BEGIN CERTIFICATE-----",
-        &addr,
+        std::slice::from_ref(&addr),
         "protected task web",
     )
     .await
