@@ -1,6 +1,7 @@
 //! One install bundle naming several Console addresses: Defenders connect although some
 //! addresses are dead, each dead one tried at most once before a live one, and when the
-//! replica a Defender is connected to is killed it fails over to another.
+//! replica a Defender is connected to is killed (SIGKILL) it fails over to another, its events
+//! stored exactly once across the kill.
 //!
 //! The replicas here are Console processes on one SQLite data directory (same CA, same
 //! database; SQLite's WAL serves several processes on one host). Sharing one PostgreSQL
@@ -144,32 +145,44 @@ async fn defenders_connect_past_dead_addresses_trying_each_at_most_once() {
 
 // ---- real processes: two Console replicas, simulated Defenders, SIGKILL ---------------------
 
-/// A child process whose stderr (JSON log lines) is collected as it comes; killed on drop.
+/// A child process whose output (JSON log lines on stderr, anything on stdout) is collected as
+/// it comes, a line that is not JSON as `{"raw": line}`; killed on drop.
 struct Proc {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let v = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
-                sink.lock().unwrap().push(v);
-            }
-        });
-        Self { child, lines }
+        let mut readers = Vec::new();
+        let out: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in out {
+            let sink = Arc::clone(&lines);
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let v = serde_json::from_str(&line)
+                        .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                    sink.lock().unwrap().push(v);
+                }
+            }));
+        }
+        Self {
+            child,
+            lines,
+            readers,
+        }
     }
 
     fn lines(&self) -> Vec<Value> {
@@ -200,6 +213,13 @@ impl Proc {
                 return v;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Everything it wrote is read once the reader ends: look one last time.
+                if !self.readers.is_empty() {
+                    for reader in self.readers.drain(..) {
+                        let _ = reader.join();
+                    }
+                    continue;
+                }
                 panic!(
                     "{what}: the process exited ({status}); log: {:#?}",
                     self.lines()
@@ -336,6 +356,7 @@ fn connected_to(defender: &Proc) -> std::collections::BTreeMap<String, String> {
 
 #[test]
 fn defenders_fail_over_when_their_replica_is_killed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let data = tempfile::tempdir().unwrap();
     let sim = tempfile::tempdir().unwrap();
     let (replica_a, grpc_a, http_a) = start_replica(data.path());
@@ -352,18 +373,14 @@ fn defenders_fail_over_when_their_replica_is_killed() {
         ],
     );
 
-    // Simulated Defenders (a real `defender` process) sending events all along.
+    // Simulated Defenders (a real `defender` process) sending events for about 6 s, across
+    // the kill; the process exits once the Console acked every event.
     const N: usize = 8;
+    const EVENTS: u64 = 60;
     let mut cmd = Command::new(common::defender_bin());
     cmd.args(["simulate", "--defenders", &N.to_string()])
-        .args([
-            "--events",
-            "1000000",
-            "--rate",
-            "80",
-            "--reconnect-max",
-            "1s",
-        ])
+        .args(["--events", &EVENTS.to_string(), "--rate", "80"])
+        .args(["--reconnect-max", "1s"])
         .arg("--install-bundle-file")
         .arg(&bundle_file)
         .arg("--data-dir")
@@ -410,7 +427,19 @@ fn defenders_fail_over_when_their_replica_is_killed() {
 
     // The survivor lists all of them as connected.
     let token = cli(data.path(), &["token", "create"]);
-    let url = format!("http://{survivor_http}/api/v1/defenders?connected=true");
+    let get = |path: String| {
+        let token = token.clone();
+        let url = format!("http://{survivor_http}{path}");
+        async move {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?;
+            resp.json::<Value>().await.ok()
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -419,15 +448,7 @@ fn defenders_fail_over_when_their_replica_is_killed() {
         "the survivor lists every Defender",
         DEADLINE,
         || async {
-            let list: Value = reqwest::Client::new()
-                .get(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let list = get("/api/v1/defenders?connected=true".into()).await?;
             let listed = list.as_array().map_or(0, |l| {
                 l.iter()
                     .filter(|d| before.keys().any(|id| d["id"] == id.as_str()))
@@ -436,5 +457,33 @@ fn defenders_fail_over_when_their_replica_is_killed() {
             (listed == N).then_some(())
         },
     ));
+
+    // Every event arrived exactly once, across the kill: the simulation ends once all are
+    // acked, and the database holds each Defender's seqs 1..=EVENTS once each.
+    let summary = defender.wait_for("the simulation to finish", Duration::from_secs(60), |p| {
+        p.lines()
+            .iter()
+            .filter_map(|l| l["raw"].as_str())
+            .find(|l| l.starts_with("simulate: defenders="))
+            .map(str::to_owned)
+    });
+    let total = N as u64 * EVENTS;
+    assert!(
+        summary.contains(&format!("produced={total} acked={total} dropped=0")),
+        "{summary}"
+    );
+    for id in before.keys() {
+        let page = rt
+            .block_on(get(format!("/api/v1/events?defender={id}&limit=1000")))
+            .expect("events of a Defender");
+        let mut seqs: Vec<u64> = page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["seq"].as_u64())
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=EVENTS).collect::<Vec<_>>(), "Defender {id}");
+    }
     drop(survivor);
 }
