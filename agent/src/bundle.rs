@@ -1,4 +1,9 @@
-//! Decodes the install bundle (`INSTALL_BUNDLE`): Console address, CA and enrollment token.
+//! Decodes the install bundle (`INSTALL_BUNDLE`): Console address(es), CA and enrollment token.
+//!
+//! A bundle names one Console address (`console_addr`) or, for several Console replicas,
+//! also the whole list (`console_addrs`, whose first entry is `console_addr`, so that
+//! Defenders that only know `console_addr` still connect). The link picks one of them at
+//! random and fails over to the next ([`crate::console_addrs`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -7,11 +12,20 @@ use serde::Deserialize;
 /// Largest bundle accepted, in bytes of base64.
 const MAX_BUNDLE_BYTES: usize = 64 * 1024;
 
+/// Most Console addresses one bundle may name (the Console's `bundle` command has the same
+/// bound).
+pub const MAX_CONSOLE_ADDRS: usize = 16;
+
 /// What the Console's `bundle` command produced.
 #[derive(Clone, Deserialize)]
 pub struct InstallBundle {
-    /// `host:port` of the Console's gRPC listener.
+    /// `host:port` of the Console's gRPC listener (the first of [`Self::console_addrs`]).
     pub console_addr: String,
+    /// Every `host:port` Defenders may connect to (Console replicas), at most
+    /// [`MAX_CONSOLE_ADDRS`]. Absent in single-address bundles: [`InstallBundle::decode`] then
+    /// fills it with `console_addr`, so it is never empty after decoding.
+    #[serde(default)]
+    pub console_addrs: Vec<String>,
     /// PEM of the Console CA, the only root this Defender trusts.
     pub ca_pem: String,
     /// Enrollment token (a secret: never logged).
@@ -21,7 +35,7 @@ pub struct InstallBundle {
 impl std::fmt::Debug for InstallBundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstallBundle")
-            .field("console_addr", &self.console_addr)
+            .field("console_addrs", &self.console_addrs)
             .field("token", &"<redacted>")
             .finish()
     }
@@ -40,6 +54,8 @@ pub enum BundleError {
     Json(#[from] serde_json::Error),
     #[error("install bundle has an invalid console address {0:?} (expected host:port)")]
     Address(String),
+    #[error("install bundle names {0} Console addresses; at most {MAX_CONSOLE_ADDRS} are accepted")]
+    TooManyAddresses(usize),
     #[error("install bundle's CA certificate is not PEM")]
     Ca,
 }
@@ -99,25 +115,49 @@ impl InstallBundle {
         if b64.len() > MAX_BUNDLE_BYTES {
             return Err(BundleError::TooLarge);
         }
-        let bundle: InstallBundle = serde_json::from_slice(&STANDARD.decode(b64)?)?;
-        bundle.host()?;
+        let mut bundle: InstallBundle = serde_json::from_slice(&STANDARD.decode(b64)?)?;
+        if bundle.console_addrs.is_empty() {
+            bundle.console_addrs = vec![bundle.console_addr.clone()];
+        }
+        if bundle.console_addrs.len() > MAX_CONSOLE_ADDRS {
+            return Err(BundleError::TooManyAddresses(bundle.console_addrs.len()));
+        }
+        host_of(&bundle.console_addr)?;
+        for addr in &bundle.console_addrs {
+            host_of(addr)?;
+        }
         if !bundle.ca_pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(BundleError::Ca);
         }
         Ok(bundle)
     }
 
-    /// The host part of the Console address: the name its certificate must carry.
+    /// The host part of the (first) Console address: the name its certificate must carry.
     pub fn host(&self) -> Result<&str, BundleError> {
-        let bad = || BundleError::Address(self.console_addr.clone());
-        let (host, port) = self.console_addr.rsplit_once(':').ok_or_else(bad)?;
-        port.parse::<u16>().map_err(|_| bad())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad());
-        }
-        Ok(host)
+        host_of(&self.console_addr)
     }
+
+    /// Every Console address of the bundle (never empty once decoded).
+    pub fn addrs(&self) -> &[String] {
+        if self.console_addrs.is_empty() {
+            std::slice::from_ref(&self.console_addr)
+        } else {
+            &self.console_addrs
+        }
+    }
+}
+
+/// The host part of a `host:port` Console address (IPv6 hosts in brackets): the name the
+/// Console's server certificate must carry.
+pub fn host_of(addr: &str) -> Result<&str, BundleError> {
+    let bad = || BundleError::Address(addr.to_owned());
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains([',', '/', ' ', '@']) {
+        return Err(bad());
+    }
+    Ok(host)
 }
 
 #[cfg(test)]
@@ -135,7 +175,38 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(b.host().unwrap(), "console");
+        assert_eq!(b.addrs(), ["console:8084"]);
         assert!(!format!("{b:?}").contains("dfe_secret"));
+    }
+
+    #[test]
+    fn decodes_several_addresses_and_checks_each() {
+        let b = InstallBundle::decode(&encode(
+            r#"{"console_addr":"a:8084","console_addrs":["a:8084","[::1]:9"],"ca_pem":"-----BEGIN CERTIFICATE-----\nx\n","token":"t"}"#,
+        ))
+        .unwrap();
+        assert_eq!(b.addrs(), ["a:8084", "[::1]:9"]);
+        let bad = r#"{"console_addr":"a:1","console_addrs":["a:1","b"],"ca_pem":"-----BEGIN CERTIFICATE-----","token":"t"}"#;
+        match InstallBundle::decode(&encode(bad)) {
+            Err(BundleError::Address(a)) => assert_eq!(a, "b"),
+            other => panic!("{other:?}"),
+        }
+        let many: Vec<String> = (1..=17).map(|p| format!("\"h:{p}\"")).collect();
+        let too_many = format!(
+            r#"{{"console_addr":"h:1","console_addrs":[{}],"ca_pem":"-----BEGIN CERTIFICATE-----","token":"t"}}"#,
+            many.join(",")
+        );
+        assert!(matches!(
+            InstallBundle::decode(&encode(&too_many)),
+            Err(BundleError::TooManyAddresses(17))
+        ));
+        // A list squeezed into the single-address field is refused, not half-parsed.
+        let squeezed =
+            r#"{"console_addr":"a:1,b:1","ca_pem":"-----BEGIN CERTIFICATE-----","token":"t"}"#;
+        assert!(matches!(
+            InstallBundle::decode(&encode(squeezed)),
+            Err(BundleError::Address(_))
+        ));
     }
 
     #[test]

@@ -102,12 +102,14 @@ impl IdentityError {
     }
 }
 
-/// Loads the stored identity if it is still usable with this bundle.
+/// Loads the stored identity if it is still usable with this bundle: same CA, and enrolled
+/// through one of the bundle's Console addresses (replicas behind several addresses share
+/// one identity).
 pub fn load(dir: &Path, bundle: &InstallBundle, now_ms: i64) -> Option<Identity> {
     let meta: IdentityFile =
         serde_json::from_slice(&fs::read(dir.join("identity.json")).ok()?).ok()?;
     let issued_at_ms = meta.issued_at_ms.unwrap_or(now_ms).min(meta.not_after_ms);
-    if meta.console_addr != bundle.console_addr
+    if !bundle.addrs().contains(&meta.console_addr)
         || meta.ca_pem.trim() != bundle.ca_pem.trim()
         || !still_usable(meta.not_after_ms, issued_at_ms, now_ms)
     {
@@ -146,17 +148,27 @@ impl Identity {
 
 /// Renews `current` over mTLS (`DefenderService.Renew`): a new key, a new certificate for
 /// the same Defender id, stored atomically in `dir` before it is returned. On error the stored
-/// identity is unchanged.
+/// identity is unchanged. Talks to the bundle's first address; see [`renew_at`].
 pub async fn renew(
     dir: &Path,
     bundle: &InstallBundle,
+    current: &Identity,
+) -> Result<Identity, IdentityError> {
+    renew_at(dir, bundle, &bundle.console_addr, current).await
+}
+
+/// [`renew`] with the Console at `addr` (one of the bundle's addresses).
+pub async fn renew_at(
+    dir: &Path,
+    bundle: &InstallBundle,
+    addr: &str,
     current: &Identity,
 ) -> Result<Identity, IdentityError> {
     let key = KeyPair::generate()?;
     let csr = CertificateParams::default()
         .serialize_request(&key)?
         .pem()?;
-    let channel = transport::channel(bundle, Some(current)).await?;
+    let channel = transport::channel_to(bundle, addr, Some(current)).await?;
     let resp = DefenderServiceClient::new(channel)
         .renew(RenewRequest { csr_pem: csr })
         .await
@@ -189,10 +201,23 @@ pub fn forget(dir: &Path) {
     let _ = fs::remove_file(dir.join("identity.json"));
 }
 
-/// Enrolls with the Console and stores the result in `dir`.
+/// Enrolls with the Console at the bundle's first address and stores the result in `dir`;
+/// see [`enroll_at`].
 pub async fn enroll(
     dir: &Path,
     bundle: &InstallBundle,
+    metadata: TaskMetadata,
+    mode: Mode,
+) -> Result<Identity, IdentityError> {
+    enroll_at(dir, bundle, &bundle.console_addr, metadata, mode).await
+}
+
+/// Enrolls with the Console at `addr` (one of the bundle's addresses) and stores the result
+/// in `dir`.
+pub async fn enroll_at(
+    dir: &Path,
+    bundle: &InstallBundle,
+    addr: &str,
     metadata: TaskMetadata,
     mode: Mode,
 ) -> Result<Identity, IdentityError> {
@@ -200,7 +225,7 @@ pub async fn enroll(
     let csr = CertificateParams::default()
         .serialize_request(&key)?
         .pem()?;
-    let channel = transport::channel(bundle, None).await?;
+    let channel = transport::channel_to(bundle, addr, None).await?;
     let resp = EnrollmentClient::new(channel)
         .enroll(EnrollRequest {
             token: bundle.token.clone(),
@@ -294,6 +319,7 @@ mod tests {
     fn bundle() -> InstallBundle {
         InstallBundle {
             console_addr: "127.0.0.1:1".into(),
+            console_addrs: vec![],
             ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n".into(),
             token: "dfe_t".into(),
         }
@@ -341,6 +367,9 @@ mod tests {
         let mut other = bundle();
         other.console_addr = "127.0.0.1:2".into();
         assert!(load(dir.path(), &other, now).is_none());
+        // The same Console among several replicas' addresses: still this identity.
+        other.console_addrs = vec!["127.0.0.1:2".into(), "127.0.0.1:1".into()];
+        assert!(load(dir.path(), &other, now).is_some());
     }
 
     #[test]

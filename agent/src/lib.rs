@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod capture;
 pub mod cli;
+pub mod console_addrs;
 pub mod enforce;
 pub mod fargate;
 pub mod identity;

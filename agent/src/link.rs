@@ -3,6 +3,9 @@
 //! after the Console's last stored seq), delete what the Console acks, and reconnect with capped
 //! exponential backoff plus jitter whenever the stream is lost. The backoff is reset only after
 //! a stream that worked (events acked, or up for a while) and was not ended by a refusal.
+//! When the bundle names several Console addresses (replicas), the link starts at a random one
+//! and moves to the next after each failed or lost stream ([`ConsoleAddrs`]), so one dead
+//! address is never retried before the others were tried.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::bundle::InstallBundle;
+use crate::console_addrs::ConsoleAddrs;
 use crate::identity::{self, Identity};
 use crate::outbox::Outbox;
 use crate::transport::{self, describe_status};
@@ -90,12 +94,14 @@ impl Link {
     pub fn spawn(cfg: LinkConfig) -> Self {
         let (tx, state) = watch::channel(LinkState::Starting);
         let (ids, identity) = watch::channel(None);
+        let addrs = Arc::new(ConsoleAddrs::new(cfg.bundle.addrs()));
         let renewer = tokio::spawn(renew_loop(
             cfg.bundle.clone(),
+            Arc::clone(&addrs),
             cfg.data_dir.join("identity"),
             ids.clone(),
         ));
-        let task = tokio::spawn(run(cfg, tx, ids));
+        let task = tokio::spawn(run(cfg, addrs, tx, ids));
         Self {
             state,
             identity,
@@ -138,6 +144,7 @@ enum StreamEnd {
 
 async fn run(
     cfg: LinkConfig,
+    addrs: Arc<ConsoleAddrs>,
     state: watch::Sender<LinkState>,
     ids: watch::Sender<Option<Identity>>,
 ) {
@@ -147,11 +154,13 @@ async fn run(
         // The renewer may have replaced the identity since the last stream: use the newest.
         let now = unix_ms();
         let known = ids.borrow().clone().filter(|id| id.usable_at(now));
+        let addr = addrs.current();
         let identity = match known.or_else(|| identity::load(&id_dir, &cfg.bundle, now)) {
             Some(id) => Ok(id),
             None => {
-                tracing::info!(console = %cfg.bundle.console_addr, "enrolling with the Console");
-                identity::enroll(&id_dir, &cfg.bundle, cfg.metadata.clone(), cfg.mode).await
+                tracing::info!(console = %addr, "enrolling with the Console");
+                let meta = cfg.metadata.clone();
+                identity::enroll_at(&id_dir, &cfg.bundle, addr, meta, cfg.mode).await
             }
         };
         if let Ok(id) = &identity {
@@ -166,7 +175,7 @@ async fn run(
         let started = tokio::time::Instant::now();
         let mut acked = false;
         let end = match identity {
-            Ok(id) => stream(&cfg, &id, &state, &mut acked).await,
+            Ok(id) => stream(&cfg, addr, &id, &state, &mut acked).await,
             Err(e) => {
                 let hint = if e.is_permanent() {
                     " (check the install bundle's token)"
@@ -203,10 +212,22 @@ async fn run(
             delay = cfg.backoff.initial;
         }
         let wait = jitter(delay);
-        tracing::warn!(
-            "Console link down: {reason}; retrying in {:.1}s",
-            wait.as_secs_f64()
-        );
+        if addrs.len() > 1 {
+            // Another replica next: a dead or refusing address is not retried before the
+            // others were tried, and the backoff still paces the attempts.
+            let next = addrs.fail_over();
+            tracing::warn!(
+                console = %addr,
+                next_console = %next,
+                "Console link down: {reason}; retrying in {:.1}s at {next}",
+                wait.as_secs_f64()
+            );
+        } else {
+            tracing::warn!(
+                "Console link down: {reason}; retrying in {:.1}s",
+                wait.as_secs_f64()
+            );
+        }
         state.send_replace(LinkState::Disconnected { reason });
         tokio::time::sleep(wait).await;
         delay = (delay * 2).min(cfg.backoff.max);
@@ -217,8 +238,14 @@ async fn run(
 /// life has passed (`DefenderService.Renew` over mTLS: same Defender id, new key), stores it
 /// atomically and publishes it; the open stream is left alone, the next one uses the new
 /// certificate. Failures are retried after a twentieth of the remaining life (1 s to 60 s);
-/// a certificate that expires anyway leads to a new enrollment by [`run`].
-async fn renew_loop(bundle: InstallBundle, id_dir: PathBuf, ids: watch::Sender<Option<Identity>>) {
+/// a certificate that expires anyway leads to a new enrollment by [`run`]. Renews with the
+/// Console address the link currently uses.
+async fn renew_loop(
+    bundle: InstallBundle,
+    addrs: Arc<ConsoleAddrs>,
+    id_dir: PathBuf,
+    ids: watch::Sender<Option<Identity>>,
+) {
     let mut changes = ids.subscribe();
     let mut retry_at: Option<i64> = None;
     loop {
@@ -241,7 +268,7 @@ async fn renew_loop(bundle: InstallBundle, id_dir: PathBuf, ids: watch::Sender<O
                 continue;
             }
         }
-        match identity::renew(&id_dir, &bundle, &current).await {
+        match identity::renew_at(&id_dir, &bundle, addrs.current(), &current).await {
             Ok(renewed) => {
                 tracing::info!(
                     defender_id = %renewed.defender_id,
@@ -272,14 +299,15 @@ fn jitter(d: Duration) -> Duration {
 /// A stream open this long counts as working even if nothing was acked on it.
 const STABLE_STREAM: Duration = Duration::from_secs(10);
 
-/// Holds one Connect stream until it ends; `acked` turns true once the Console acked events.
+/// Holds one Connect stream to the Console at `addr` until it ends; `acked` turns true once the Console acked events.
 async fn stream(
     cfg: &LinkConfig,
+    addr: &str,
     id: &Identity,
     state: &watch::Sender<LinkState>,
     acked: &mut bool,
 ) -> StreamEnd {
-    let channel = match transport::channel(&cfg.bundle, Some(id)).await {
+    let channel = match transport::channel_to(&cfg.bundle, addr, Some(id)).await {
         Ok(c) => c,
         Err(e) => return StreamEnd::Lost(e.to_string()),
     };
@@ -323,6 +351,7 @@ async fn stream(
             .clamp(Duration::from_millis(50), Duration::from_secs(300)),
     };
     tracing::info!(
+        console = %addr,
         defender_id = %id.defender_id,
         heartbeat_ms = interval.as_millis() as u64,
         "connected to the Console"

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::bundle::{BundleError, InstallBundle};
+use crate::bundle::{self, BundleError, InstallBundle};
 use crate::identity::Identity;
 
 /// Why no channel could be opened.
@@ -17,14 +17,24 @@ pub enum TransportError {
     Unreachable { addr: String, detail: String },
 }
 
-/// Opens a channel to the Console named in the bundle.
+/// Opens a channel to the (first) Console address named in the bundle.
 pub async fn channel(
     bundle: &InstallBundle,
     identity: Option<&Identity>,
 ) -> Result<Channel, TransportError> {
+    channel_to(bundle, &bundle.console_addr, identity).await
+}
+
+/// Opens a channel to the Console at `addr` (`host:port`, one of the bundle's addresses),
+/// trusting only the bundle's CA and expecting a server certificate for `addr`'s host.
+pub async fn channel_to(
+    bundle: &InstallBundle,
+    addr: &str,
+    identity: Option<&Identity>,
+) -> Result<Channel, TransportError> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&bundle.ca_pem))
-        .domain_name(bundle.host()?);
+        .domain_name(bundle::host_of(addr)?);
     if let Some(id) = identity {
         tls = tls.identity(tonic::transport::Identity::from_pem(
             &id.cert_pem,
@@ -32,10 +42,10 @@ pub async fn channel(
         ));
     }
     let unreachable = |detail: String| TransportError::Unreachable {
-        addr: bundle.console_addr.clone(),
+        addr: addr.to_owned(),
         detail,
     };
-    Endpoint::from_shared(format!("https://{}", bundle.console_addr))
+    Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| unreachable(e.to_string()))?
         .tls_config(tls)
         .map_err(|e| unreachable(error_chain(&e)))?

@@ -19,10 +19,10 @@
 //! Run: cargo bench -p defender-console --bench capture
 //! (the workloads are this program itself, re-executed with `workload …`).
 
-#[path = "../tests/db_support/mod.rs"]
-mod db_support;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/db_support/mod.rs"]
+mod db_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

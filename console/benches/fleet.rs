@@ -6,10 +6,10 @@
 //!
 //! Run: cargo bench -p defender-console --bench fleet   (FLEET_DEFENDERS to change the size)
 
-#[path = "../tests/db_support/mod.rs"]
-mod db_support;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/db_support/mod.rs"]
+mod db_support;
 
 use std::time::{Duration, Instant};
 

@@ -290,8 +290,11 @@ pub struct ServeArgs {
 pub struct BundleArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
-    /// `host:port` Defenders use to reach the gRPC listener; host must be a SAN of the server certificate.
-    #[arg(long, env = "CONSOLE_ADDR")]
+    /// `host:port` Defenders use to reach the gRPC listener; host must be a SAN of the server
+    /// certificate. Several Console replicas: comma-separated (`a:8084,b:8084`, at most 16);
+    /// each Defender picks one at random and fails over to the next. One load balancer name
+    /// (an AWS NLB passing TCP through) needs only one.
+    #[arg(long, env = "CONSOLE_ADDR", value_name = "HOST:PORT[,HOST:PORT…]")]
     pub console_addr: String,
     /// Lifetime of the enrollment token (e.g. `30d`, `12h`); default 90 days. Running
     /// Defenders renew their certificates themselves: the token only matters for enrolling.
@@ -313,8 +316,9 @@ pub struct ProtectArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Console address `host:port` handed to the sidecar as DEFENDER_CONSOLE_ADDR
-    /// (informational); with --new-bundle, the address put in the bundle.
-    #[arg(long, env = "CONSOLE_ADDR")]
+    /// (informational); with --new-bundle, the address put in the bundle. Several Console
+    /// replicas: comma-separated (`a:8084,b:8084`, at most 16).
+    #[arg(long, env = "CONSOLE_ADDR", value_name = "HOST:PORT[,HOST:PORT…]")]
     pub console_addr: Option<String>,
     /// Image of the Defender sidecar container.
     #[arg(long, env = "DEFENDER_IMAGE", default_value = defender_taskdef::DEFAULT_DEFENDER_IMAGE)]

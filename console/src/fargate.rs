@@ -59,8 +59,19 @@ pub fn parse_entrypoints<'a>(
 }
 
 /// `addr` with `port` appended when it names none: `console.example.com` becomes
-/// `console.example.com:8084`, a bare IPv6 address `[addr]:port`.
+/// `console.example.com:8084`, a bare IPv6 address `[addr]:port`. A comma-separated list
+/// (Console replicas) gets the port on each entry that lacks one.
 pub fn with_default_port(addr: &str, port: u16) -> String {
+    if addr.contains(',') {
+        return addr
+            .split(',')
+            .map(|a| match a.trim() {
+                "" => String::new(),
+                a => with_default_port(a, port),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let addr = addr.trim();
     if addr.starts_with('[') {
         return if addr.contains("]:") {
@@ -79,35 +90,21 @@ pub fn with_default_port(addr: &str, port: u16) -> String {
 /// The host of a Console address that goes into an install bundle, which must be `host:port`
 /// (as the Defender reads it); an operator-worded error otherwise.
 pub fn bundle_addr_host(addr: &str) -> Result<&str, ProtectError> {
-    let bad = |why: &str| ProtectError::InvalidOption {
+    crate::bundle::addr_host(addr).map_err(addr_error)
+}
+
+/// The Console addresses (`host:port`, or several comma-separated for replicas) that go into
+/// an install bundle, each checked, at most [`crate::bundle::MAX_CONSOLE_ADDRS`]; the error
+/// names the offending entry.
+pub fn bundle_addrs(list: &str) -> Result<Vec<String>, ProtectError> {
+    crate::bundle::parse_console_addrs(list).map_err(addr_error)
+}
+
+fn addr_error(e: crate::bundle::AddrError) -> ProtectError {
+    ProtectError::InvalidOption {
         option: "Console address",
-        reason: format!(
-            "{addr:?} {why}; give host:port of the Console's gRPC listener as Defenders reach it, e.g. console.example.com:8084"
-        ),
-    };
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(bad("has no port"));
-    };
-    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
-        return Err(bad("has no valid port"));
+        reason: e.to_string(),
     }
-    let host = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .filter(|h| h.parse::<IpAddr>().is_ok())
-            .ok_or_else(|| bad("has a malformed [IPv6] address"))?,
-        None => host,
-    };
-    let host_ok = !host.is_empty()
-        && host.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '.' | '-' | '_')
-                || (c == ':' && addr.starts_with('['))
-        });
-    if !host_ok {
-        return Err(bad("is not a host name or IP address with a port"));
-    }
-    Ok(host)
 }
 
 /// Whether the Console's gRPC certificate, issued for `sans`, names `host` (DNS names compare
@@ -203,10 +200,11 @@ pub fn family_if_protectable(input: &str, opts: &ProtectOptions) -> Result<Strin
 
 /// Creates an enrollment token in `store` and the install bundle for it (what
 /// [`server::create_bundle`] does, for a Console that has its store and CA open already).
+/// `console_addrs` come checked from [`bundle_addrs`].
 pub async fn issue_bundle(
     store: &Store,
     ca_pem: &str,
-    console_addr: &str,
+    console_addrs: &[String],
     description: &str,
 ) -> Result<InstallBundle, StoreError> {
     // Every "Generate protected task" mints a token, so each one expires (90 days).
@@ -216,11 +214,7 @@ pub async fn issue_bundle(
     let token = store
         .create_token(TokenKind::Enrollment, description, Some(expires_at))
         .await?;
-    Ok(InstallBundle {
-        console_addr: console_addr.to_owned(),
-        ca_pem: ca_pem.to_owned(),
-        token,
-    })
+    Ok(InstallBundle::new(console_addrs, ca_pem, token))
 }
 
 /// The protected task definition as it is printed and served: pretty JSON, trailing newline.
@@ -335,7 +329,7 @@ pub async fn protect_command(args: &ProtectArgs) -> Result<Protected, ProtectCom
     if args.new_bundle {
         // clap makes --new-bundle require --console-addr.
         let addr = args.console_addr.as_deref().unwrap_or_default();
-        bundle_addr_host(addr).map_err(protect_error)?;
+        bundle_addrs(addr).map_err(protect_error)?;
         let family = family_if_protectable(&input, &opts).map_err(protect_error)?;
         if args.database_url.is_none() && !args.data_dir.join("ca.pem").is_file() {
             return Err(ProtectCommandError::NoConsoleData {
@@ -425,6 +419,12 @@ mod tests {
         assert_eq!(with_default_port("::1", 8084), "[::1]:8084");
         assert_eq!(with_default_port("[::1]", 8084), "[::1]:8084");
         assert_eq!(with_default_port("[::1]:9", 8084), "[::1]:9");
+        assert_eq!(
+            with_default_port("a, b:9 ,::1", 8084),
+            "a:8084,b:9,[::1]:8084"
+        );
+        // An empty entry stays empty, for bundle_addrs to name.
+        assert_eq!(with_default_port("a,,b", 1), "a:1,,b:1");
     }
 
     #[test]

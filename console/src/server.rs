@@ -36,6 +36,8 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error("HTTPS listener: {0}")]
     HttpTls(#[from] crate::listen::TlsFilesError),
+    #[error("invalid Console address: {0}")]
+    ConsoleAddr(#[from] crate::bundle::AddrError),
 }
 
 /// Settings of a running Console.
@@ -165,8 +167,10 @@ fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Creates an enrollment token and returns the install bundle for it. The token expires after
-/// `expires_in`, or [`crate::store::DEFAULT_ENROLLMENT_TTL`] when `None`.
+/// Creates an enrollment token and returns the install bundle for it. `console_addr` is
+/// `host:port`, or several comma-separated (Console replicas; see
+/// [`crate::bundle::parse_console_addrs`]), checked before anything is created. The token
+/// expires after `expires_in`, or [`crate::store::DEFAULT_ENROLLMENT_TTL`] when `None`.
 pub async fn create_bundle(
     dir: &Path,
     database_url: Option<&str>,
@@ -174,6 +178,7 @@ pub async fn create_bundle(
     description: &str,
     expires_in: Option<Duration>,
 ) -> Result<InstallBundle, ServerError> {
+    let addrs = crate::bundle::parse_console_addrs(console_addr)?;
     let (store, ca) = open_data_dir(dir, database_url).await?;
     // Enrollment tokens always expire: a leaked bundle stops working by itself.
     let ttl = expires_in.unwrap_or(crate::store::DEFAULT_ENROLLMENT_TTL);
@@ -183,11 +188,7 @@ pub async fn create_bundle(
     let token = store
         .create_token(TokenKind::Enrollment, description, expires_at)
         .await?;
-    Ok(InstallBundle {
-        console_addr: console_addr.to_owned(),
-        ca_pem: ca.cert_pem().to_owned(),
-        token,
-    })
+    Ok(InstallBundle::new(&addrs, ca.cert_pem(), token))
 }
 
 /// Starts the Console on already-bound listeners, with the default lifecycle settings and the

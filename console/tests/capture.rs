@@ -5,8 +5,8 @@
 //! DNS: this machine's resolver is not on loopback, so no test lets a real lookup out: queries
 //! go to 127.0.0.1:53 (nothing answers) or are refused by the policy before they are sent.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -395,6 +395,10 @@ async fn new_bundle_creates_a_token_the_console_accepts() {
     let b64 = env_value(container(&task, "defender"), "INSTALL_BUNDLE").expect("INSTALL_BUNDLE");
     let bundle: InstallBundle = serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap();
     assert_eq!(bundle.console_addr, "console.internal:8084");
+    assert!(
+        bundle.console_addrs.is_empty(),
+        "one address: the old shape"
+    );
     assert_eq!(bundle.ca_pem, ca.cert_pem());
     assert!(
         store
@@ -403,6 +407,35 @@ async fn new_bundle_creates_a_token_the_console_accepts() {
             .unwrap()
             .is_some()
     );
+
+    // Console replicas: every address goes into the bundle, the first also as console_addr.
+    let err = failed(&run(&[
+        "--new-bundle",
+        "--console-addr",
+        "a.internal:8084,b.internal",
+        "--data-dir",
+        data_dir,
+        nginx,
+    ]));
+    assert!(err.contains("\"b.internal\" has no port"), "{err}");
+    let out = run(&[
+        "--new-bundle",
+        "--console-addr",
+        "a.internal:8084,b.internal:8084",
+        "--data-dir",
+        data_dir,
+        nginx,
+    ]);
+    let task = protected(&out);
+    let defender = container(&task, "defender");
+    assert_eq!(
+        env_value(defender, "DEFENDER_CONSOLE_ADDR"),
+        Some("a.internal:8084,b.internal:8084")
+    );
+    let b64 = env_value(defender, "INSTALL_BUNDLE").expect("INSTALL_BUNDLE");
+    let bundle: InstallBundle = serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap();
+    assert_eq!(bundle.console_addr, "a.internal:8084");
+    assert_eq!(bundle.console_addrs, ["a.internal:8084", "b.internal:8084"]);
 }
 
 #[test]

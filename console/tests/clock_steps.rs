@@ -4,8 +4,8 @@
 //! clock NTP steps. Neither a false disconnect nor a wrong duration may outlast one heartbeat
 //! interval. One test in this binary: the step applies to the whole process.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::time::Duration;
 

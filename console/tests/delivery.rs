@@ -2,8 +2,8 @@
 //! the `defender simulate` binary, SIGKILLed, cut off by a TCP proxy, and restarted. Every test
 //! ends by checking the Console's SQLite file: exactly the expected seqs, once each.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! `POST /api/v1/defenders/fargate.json`: a real Console on 127.0.0.1:0, called with reqwest.
 
-mod registry_support;
 mod db_support;
+mod registry_support;
 mod web_support;
 
 use std::path::Path;
@@ -285,6 +285,48 @@ async fn install_bundle_true_embeds_a_fresh_bundle_the_console_accepts() {
     assert_ne!(second.token, bundle.token, "a new token every time");
     assert_eq!(enrollment_tokens(&web).await, 2);
 
+    // Console replicas: a comma-separated list, the gRPC port added where missing; a warning
+    // for the name the certificate lacks only.
+    let resp = post(
+        &web,
+        &token,
+        "?installBundle=true&consoleaddr=localhost,console.internal:9443",
+        data("nginx.json"),
+    )
+    .await;
+    let (task, warnings) = protected(resp).await;
+    let missing: Vec<_> = warnings.iter().filter(|w| w.contains("--san")).collect();
+    assert_eq!(missing.len(), 1, "{warnings:?}");
+    assert!(
+        missing[0].contains("--san console.internal"),
+        "{warnings:?}"
+    );
+    let b64 = env_value(container(&task, "defender"), "INSTALL_BUNDLE").unwrap();
+    let replicas: InstallBundle = serde_json::from_slice(&STANDARD.decode(b64).unwrap()).unwrap();
+    assert_eq!(replicas.console_addr, format!("localhost:{grpc_port}"));
+    assert_eq!(
+        replicas.console_addrs,
+        [
+            format!("localhost:{grpc_port}"),
+            "console.internal:9443".into()
+        ]
+    );
+    assert_eq!(enrollment_tokens(&web).await, 3);
+    // A bad entry is named, and costs no token.
+    let msg = error(
+        post(
+            &web,
+            &token,
+            "?installBundle=true&consoleaddr=localhost,bad%20host:1",
+            data("nginx.json"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("\"bad host:1\""), "{msg}");
+    assert_eq!(enrollment_tokens(&web).await, 3);
+
     // Refusals create no token.
     let resp = post(&web, &token, "?installBundle=true", data("nginx.json")).await;
     assert!(
@@ -316,7 +358,7 @@ async fn install_bundle_true_embeds_a_fresh_bundle_the_console_accepts() {
             .await
             .contains("exclude each other")
     );
-    assert_eq!(enrollment_tokens(&web).await, 2);
+    assert_eq!(enrollment_tokens(&web).await, 3);
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Deploy > Defenders (`/deploy/defenders`): login, CSRF, generating, and escaping of what the
 //! operator pasted. A real Console on 127.0.0.1:0, driven with reqwest like a browser form.
 
-mod registry_support;
 mod db_support;
+mod registry_support;
 mod web_support;
 
 use std::path::Path;
@@ -241,6 +241,25 @@ async fn a_new_install_bundle_is_embedded_and_enrolls() {
         "{error}"
     );
     assert!(!html.contains("id=\"protected-json\""));
+    // Among several replica addresses too, naming the one at fault.
+    let resp = browser
+        .generate(
+            &web,
+            &[
+                ("taskdef", &input),
+                ("consoleaddr", "console.internal:8084, 127.0.0.1:8084"),
+                ("bundle", "new"),
+                ("mode", "sidecar"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    let error = unescape(element_text(&html, "consoleaddr-error", "</div>"));
+    assert!(
+        error.contains("\"127.0.0.1:8084\" names this machine"),
+        "{error}"
+    );
     // ... unless the operator insists.
     let resp = browser
         .generate(

@@ -3,8 +3,8 @@
 //! /metrics), accept errors at the descriptor limit are backed off instead of spun on, the UI
 //! can be served over HTTPS with `Secure` cookies, and the data files are private.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

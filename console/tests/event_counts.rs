@@ -1,8 +1,8 @@
 //! Issue 14: a Defender's event counts are maintained at ingest (migration 0011's triggers, in
 //! the writer's and the purges' transactions) and always equal a count of its events.
 
-mod forensics_support;
 mod db_support;
+mod forensics_support;
 mod web_support;
 
 use defender_console::store::forensics::EventQuery;

@@ -1,7 +1,7 @@
 //! `GET /api/v1/events`: validation, filters, keyset paging, decoded fields (raw bytes exact).
 
-mod forensics_support;
 mod db_support;
+mod forensics_support;
 mod web_support;
 
 use base64::Engine;

@@ -1,8 +1,8 @@
 //! The Defender page's forensics: escaping of attacker-controlled process data, the process
 //! tree, kind and time filters, keyset pagination, observations, and the drop counter.
 
-mod forensics_support;
 mod db_support;
+mod forensics_support;
 mod web_support;
 
 use std::collections::BTreeSet;

@@ -1,7 +1,7 @@
 //! End to end: real Console (gRPC mTLS + HTTP + SQLite file) and real Defender link code.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 //! stay bounded; batches with an impossible seq or timestamp are refused with a clear status,
 //! nothing of them is stored or acked, and the Defender's state is not poisoned.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,8 +2,8 @@
 //! HTTP, SQLite file): one stream per identity, decommission, tokens, certificate renewal,
 //! rate limits and retention (issue 13, items 3, 4, 5, 6 and 8).
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -658,7 +658,7 @@ async fn tokens_expire_by_default_are_listed_named_and_revocable_everywhere() {
     let minted = defender_console::fargate::issue_bundle(
         &console.store,
         "-----BEGIN CERTIFICATE-----",
-        &addr,
+        std::slice::from_ref(&addr),
         "protected task web",
     )
     .await

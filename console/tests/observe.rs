@@ -2,8 +2,8 @@
 //! `fargate entrypoint` + `fargate sidecar` (real processes, real Unix socket, real mTLS to a
 //! real Console), checked in what the Console stored.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;

@@ -5,8 +5,8 @@
 //! a policy saved on one reaches the other's Defender streams (within a second on PostgreSQL,
 //! by LISTEN/NOTIFY).
 
-mod db_support;
 mod common;
+mod db_support;
 mod runtime_support;
 
 use std::collections::HashMap;

@@ -2,8 +2,8 @@
 //! the Console stores the audits and, under `prevent`, the process is gone within a bounded
 //! time. Policies travel the real way: saved in the Console, pushed over the mTLS stream.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,8 +2,8 @@
 //! effect, time), keyset pagination, escaping of hostile rule names and messages, the link to
 //! the forensics timeline, and access control.
 
-mod runtime_support;
 mod db_support;
+mod runtime_support;
 mod web_support;
 
 use std::collections::BTreeSet;

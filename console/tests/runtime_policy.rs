@@ -2,8 +2,8 @@
 //! who saved), the push to a connected Defender (real agent link), and the page (login, inline
 //! problems with the input kept and escaped, CSRF, saving, history, viewing an old version).
 
-mod db_support;
 mod common;
+mod db_support;
 mod runtime_support;
 mod web_support;
 

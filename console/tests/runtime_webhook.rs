@@ -2,8 +2,8 @@
 //! arrives exactly once, in order, after the retry; the cursor is persisted; a restarted Console
 //! re-sends nothing and goes on with new audits; a webhook added later starts at new audits.
 
-mod db_support;
 mod common;
+mod db_support;
 mod runtime_support;
 
 use std::sync::{Arc, Mutex};

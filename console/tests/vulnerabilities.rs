@@ -4,8 +4,8 @@
 //! imported through the REST API (real HTTP client) and the CLI. A record imported after the
 //! image is running shows without restarting anything.
 
-mod db_support;
 mod common;
+mod db_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

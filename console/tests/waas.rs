@@ -4,8 +4,8 @@
 //! Monitor > Events > WAAS and in `GET /api/v1/waas/events`; Defend > WAAS lists every problem
 //! of an invalid policy.
 
-mod db_support;
 mod common;
+mod db_support;
 mod runtime_support;
 mod web_support;
 

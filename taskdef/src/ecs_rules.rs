@@ -296,13 +296,26 @@ pub(crate) fn warn_drop_all(task: &Map<String, Value>, warnings: &mut Vec<String
     }
 }
 
-/// The Console's port from its address (`host:port`, `[v6]:port`).
-fn console_port(addr: &str) -> Option<u16> {
-    addr.rsplit_once(':')?.1.parse().ok()
+/// The Console's ports from its address (`host:port`, `[v6]:port`), or from each of a
+/// comma-separated list (Console replicas), without repeats, in order.
+fn console_ports(addr: &str) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for entry in addr.split(',') {
+        if let Some(port) = entry
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            && !ports.contains(&port)
+        {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 /// App Mesh: Envoy intercepts the task's egress, so the Defender's connection to the Console
-/// would go through the mesh; `EgressIgnoredPorts` lets it out directly.
+/// would go through the mesh; `EgressIgnoredPorts` lets it out directly (every port of the
+/// Console addresses).
 pub(crate) fn app_mesh_egress(
     task: &mut Map<String, Value>,
     opts: &ProtectOptions,
@@ -317,44 +330,58 @@ pub(crate) fn app_mesh_egress(
     if proxy.get("type").and_then(Value::as_str) != Some("APPMESH") {
         return;
     }
-    let Some(port) = opts.console_addr.as_deref().and_then(console_port) else {
+    let ports = opts
+        .console_addr
+        .as_deref()
+        .map(console_ports)
+        .unwrap_or_default();
+    if ports.is_empty() {
         warnings.push(
             "App Mesh (proxyConfiguration APPMESH) sends the task's egress through Envoy: give the Console address (--console-addr) so that its port is added to EgressIgnoredPorts, or add it there yourself, so the Defender reaches the Console directly"
                 .into(),
         );
         return;
-    };
+    }
     let properties = proxy
         .entry("properties")
         .or_insert_with(|| Value::Array(Vec::new()));
     let Some(properties) = properties.as_array_mut() else {
         return;
     };
-    let port_s = port.to_string();
-    let existing = properties
-        .iter_mut()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some("EgressIgnoredPorts"));
-    match existing {
-        Some(entry) => {
-            let value = entry
-                .get("value")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            if value.split(',').any(|p| p.trim() == port_s) {
-                return;
+    let mut added = Vec::new();
+    for port in ports {
+        let port_s = port.to_string();
+        let existing = properties
+            .iter_mut()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some("EgressIgnoredPorts"));
+        match existing {
+            Some(entry) => {
+                let value = entry
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if value.split(',').any(|p| p.trim() == port_s) {
+                    continue;
+                }
+                let joined = if value.trim().is_empty() {
+                    port_s.clone()
+                } else {
+                    format!("{value},{port_s}")
+                };
+                entry["value"] = json!(joined);
             }
-            let joined = if value.trim().is_empty() {
-                port_s.clone()
-            } else {
-                format!("{value},{port_s}")
-            };
-            entry["value"] = json!(joined);
+            None => properties.push(json!({"name": "EgressIgnoredPorts", "value": port_s})),
         }
-        None => properties.push(json!({"name": "EgressIgnoredPorts", "value": port_s})),
+        added.push(port_s);
     }
+    let what = match added.as_slice() {
+        [] => return,
+        [port] => format!("port {port}"),
+        ports => format!("ports {}", ports.join(", ")),
+    };
     warnings.push(format!(
-        "App Mesh (proxyConfiguration APPMESH): added the Console's port {port} to EgressIgnoredPorts, so the Defender connects to the Console directly instead of through Envoy"
+        "App Mesh (proxyConfiguration APPMESH): added the Console's {what} to EgressIgnoredPorts, so the Defender connects to the Console directly instead of through Envoy"
     ));
 }
 
@@ -410,9 +437,10 @@ mod tests {
     }
 
     #[test]
-    fn console_ports() {
-        assert_eq!(console_port("console.example.com:8084"), Some(8084));
-        assert_eq!(console_port("[::1]:443"), Some(443));
-        assert_eq!(console_port("console"), None);
+    fn console_ports_of_one_address_or_a_list() {
+        assert_eq!(console_ports("console.example.com:8084"), [8084]);
+        assert_eq!(console_ports("[::1]:443"), [443]);
+        assert!(console_ports("console").is_empty());
+        assert_eq!(console_ports("a:8084, b:9443,c:8084,d"), [8084, 9443]);
     }
 }

@@ -542,6 +542,21 @@ fn app_mesh_lets_the_defender_reach_the_console_directly() {
         .as_array()
         .expect("properties");
     assert!(props.contains(&json!({"name": "EgressIgnoredPorts", "value": "22,8084"})));
+    // Several Console replicas: each port once.
+    let replicas = ProtectOptions {
+        console_addr: Some("a.example.com:8084,b.example.com:9443,c.example.com:8084".into()),
+        ..ProtectOptions::default()
+    };
+    let out = protect(&listed.to_string(), &replicas).expect("protected");
+    let props = out.task_definition["proxyConfiguration"]["properties"]
+        .as_array()
+        .expect("properties");
+    assert!(props.contains(&json!({"name": "EgressIgnoredPorts", "value": "22,8084,9443"})));
+    assert!(
+        warned(&out.warnings, "ports 8084, 9443"),
+        "{:?}",
+        out.warnings
+    );
     // Without a Console address the operator is told to add the port.
     let out = protect(&input, &ProtectOptions::default()).expect("protected");
     assert!(

@@ -23,8 +23,8 @@ use super::render::display;
 use super::security::CspNonce;
 use super::{WebState, api_error, internal_error_page};
 use crate::fargate::{
-    bundle_addr_host, certificate_names, family_if_protectable, is_loopback_addr, issue_bundle,
-    parse_entrypoints, to_pretty_json, warnings_by_container, with_default_port,
+    bundle_addr_host, bundle_addrs, certificate_names, family_if_protectable, is_loopback_addr,
+    issue_bundle, parse_entrypoints, to_pretty_json, warnings_by_container, with_default_port,
 };
 use crate::image_resolve::{ImageSource, RegistryCredentials, RegistryOptions, ResolveError};
 use crate::store::{StoreError, TokenKind};
@@ -109,16 +109,19 @@ async fn generate(
             }
             .into());
         };
-        let host = bundle_addr_host(&addr)?;
-        if !certificate_names(&state.sans, host) {
-            extra_warnings.push(format!(
-                "the Console's certificate does not name {host:?}, so Defenders will not trust {addr}: restart the Console with --san {host} (it names {})",
-                state.sans.join(", ")
-            ));
+        let addrs = bundle_addrs(&addr)?;
+        for addr in &addrs {
+            let host = bundle_addr_host(addr)?;
+            if !certificate_names(&state.sans, host) {
+                extra_warnings.push(format!(
+                    "the Console's certificate does not name {host:?}, so Defenders will not trust {addr}: restart the Console with --san {host} (it names {})",
+                    state.sans.join(", ")
+                ));
+            }
         }
         let family = family_if_protectable(input, &opts)?;
         let description = format!("{requested_by}: task definition {family}");
-        let bundle = issue_bundle(&state.store, &state.ca_pem, &addr, &description)
+        let bundle = issue_bundle(&state.store, &state.ca_pem, &addrs, &description)
             .await
             .map_err(Failure::Internal)?;
         tracing::info!(family = %family, requested_by, "created an enrollment token for a protected task definition");
@@ -698,12 +701,18 @@ pub async fn generate_page(
         }
     };
     let requested_by = format!("Deploy > Defenders ({})", op.username);
-    if is_loopback_addr(&form.consoleaddr) && form.allow_loopback != "on" {
+    let loopback = form
+        .consoleaddr
+        .split(',')
+        .map(str::trim)
+        .find(|a| is_loopback_addr(a));
+    if let Some(loopback) = loopback
+        && form.allow_loopback != "on"
+    {
         let failed = Outcome::Failed(FieldError {
             field: Field::ConsoleAddr,
             message: format!(
-                "{:?} names this machine: a Fargate task runs elsewhere and cannot reach it, so its Defender would never connect. Give the address (DNS name or IP) the task reaches the Console's gRPC port at, e.g. an internal load balancer; or check \"Use this address anyway\" (for a local test)",
-                form.consoleaddr.trim()
+                "{loopback:?} names this machine: a Fargate task runs elsewhere and cannot reach it, so its Defender would never connect. Give the address (DNS name or IP) the task reaches the Console's gRPC port at, e.g. an internal load balancer; or check \"Use this address anyway\" (for a local test)"
             ),
             entrypoint_hint: false,
         });
@@ -850,7 +859,8 @@ fn form_markup(op: &Operator, state: &WebState, form: &DeployForm, outcome: &Out
                 div.field {
                     label for="consoleaddr" { "Console address" }
                     span.hint {
-                        "host:port of this Console's gRPC listener as the task reaches it; "
+                        "host:port of this Console's gRPC listener as the task reaches it (several "
+                        "Console replicas: comma-separated, or one load balancer name); "
                         "goes into a new install bundle and the sidecar's DEFENDER_CONSOLE_ADDR."
                     }
                     (field_error(outcome, Field::ConsoleAddr))
