@@ -382,13 +382,14 @@ fn defenders_fail_over_when_their_replica_is_killed() {
         ],
     );
 
-    // Simulated Defenders (a real `defender` process) sending events for about 6 s, across
-    // the kill; the process exits once the Console acked every event.
-    const N: usize = 8;
-    const EVENTS: u64 = 60;
+    // 200 simulated Defenders (one real `defender` process) sending events for about 6 s,
+    // across the kill; the process exits once the Console acked every event.
+    const N: usize = 200;
+    const EVENTS: u64 = 30;
+    const RATE: u64 = N as u64 * EVENTS / 6;
     let mut cmd = Command::new(common::defender_bin());
     cmd.args(["simulate", "--defenders", &N.to_string()])
-        .args(["--events", &EVENTS.to_string(), "--rate", "80"])
+        .args(["--events", &EVENTS.to_string(), "--rate", &RATE.to_string()])
         .args(["--reconnect-max", "1s"])
         .arg("--install-bundle-file")
         .arg(&bundle_file)
