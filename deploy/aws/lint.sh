@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test of deploy/aws, run by .ci/run: cfn-lint (PyPI) on the CloudFormation templates, then a
-# check that every CONSOLE_* variable the template sets is one defender-console reads.
+# check that every CONSOLE_* variable the template sets is one defender-console reads and that
+# the load balancer's health check path is a route it serves.
 # cfn-lint is installed once, pinned, into a venv outside the repository, beside
 # deploy/install-deps.sh's tools: $DEFENDER_TOOLS_DIR (default ~/.cache/defender-tools)
 # /cfn-lint-VERSION, or CFN_LINT_VENV. Needs python3 with venv (Debian: python3-venv, which
@@ -31,7 +32,7 @@ echo "cfn-lint: no findings"
 # a variable nobody reads. PENDING: names the PostgreSQL store adds (issue 16); reported, not
 # fatal, while console/src/cli.rs lacks them.
 pending=" CONSOLE_DATABASE_URL "
-echo "==> Console environment variables in console.yaml vs console/src/cli.rs"
+echo "==> console.yaml vs the Console: CONSOLE_* variables (console/src/cli.rs), health check path (console/src/web/mod.rs)"
 missing=0
 for name in $(sed -n 's/^ *- Name: \(CONSOLE_[A-Z0-9_]*\)$/\1/p' console.yaml | sort -u); do
     if grep -qF "env = \"$name\"" ../../console/src/cli.rs; then
@@ -43,5 +44,12 @@ for name in $(sed -n 's/^ *- Name: \(CONSOLE_[A-Z0-9_]*\)$/\1/p' console.yaml | 
         missing=1
     fi
 done
+# The ALB's health check path must be a route the Console serves without a session.
+for path in $(sed -n 's/^ *HealthCheckPath: \(.*\)$/\1/p' console.yaml | sort -u); do
+    if ! grep -qF ".route(\"$path\"" ../../console/src/web/mod.rs; then
+        echo "error: console.yaml health-checks $path, which console/src/web/mod.rs does not route" >&2
+        missing=1
+    fi
+done
 [ "$missing" = 0 ]
-echo "environment variables: ok"
+echo "environment variables and health check path: ok"
