@@ -301,6 +301,7 @@ pub async fn start_full(
     let grpc_state = Arc::new(GrpcState {
         store: store.clone(),
         writer: EventWriter::spawn(store.clone()),
+        heartbeats: crate::store::heartbeats::HeartbeatWriter::spawn(store.clone()),
         ca: Arc::new(ca),
         console_instance: console_instance.clone(),
         heartbeat_interval: cfg.heartbeat_interval,

@@ -24,6 +24,8 @@ pub use stream::DefenderApi;
 pub struct GrpcState {
     pub store: Store,
     pub writer: EventWriter,
+    /// Records heartbeats in batches (`store::heartbeats`).
+    pub heartbeats: crate::store::heartbeats::HeartbeatWriter,
     pub ca: Arc<CertAuthority>,
     /// Identifies this Console process in session rows.
     pub console_instance: String,

@@ -246,11 +246,13 @@ async fn run_stream(
                     cpu_centipercent: hb.cpu_centipercent,
                 };
                 let alive_ms = i64::try_from(opened.elapsed().as_millis()).unwrap_or(i64::MAX);
-                match state
-                    .store
-                    .heartbeat_alive(&id, session, &health, Some(alive_ms))
-                    .await
-                {
+                let beat = crate::store::heartbeats::Beat {
+                    defender_id: id.clone(),
+                    session,
+                    health,
+                    alive_ms: Some(alive_ms),
+                };
+                match state.heartbeats.beat(beat).await {
                     Ok(true) => {}
                     Ok(false) => {
                         // Our session was ended by someone else: a newer stream of this

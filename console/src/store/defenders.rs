@@ -260,41 +260,13 @@ impl Store {
         health: &Health,
         alive_ms: Option<i64>,
     ) -> Result<bool, StoreError> {
-        with_pool!(&self.pool, |pool| {
-            let mut tx = pool.begin().await?;
-            // The Defender's row first, then its session's: the order `start_session` locks
-            // them in, so that on PostgreSQL a heartbeat and a new stream of the same Defender
-            // (possibly on two replicas) cannot deadlock.
-            sqlx::query(
-                "UPDATE defenders SET queue_depth = $1, spool_bytes = $2, dropped_events = $3, \
-                 rss_bytes = $4, cpu_centipercent = $5 WHERE id = $6",
-            )
-            .bind(clamp(health.queue_depth))
-            .bind(clamp(health.spool_bytes))
-            .bind(clamp(health.dropped_events))
-            .bind(clamp(health.rss_bytes))
-            .bind(i64::from(health.cpu_centipercent))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            let open = sqlx::query(
-                "UPDATE sessions SET last_heartbeat = $1, alive_ms = COALESCE($2, alive_ms) \
-                 WHERE id = $3 AND ended_at IS NULL",
-            )
-            .bind(now_ms())
-            .bind(alive_ms)
-            .bind(session.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                > 0;
-            if !open {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            tx.commit().await?;
-            Ok(true)
-        })
+        let beat = super::heartbeats::Beat {
+            defender_id: id.to_owned(),
+            session,
+            health: *health,
+            alive_ms,
+        };
+        Ok(self.record_heartbeats(&[beat]).await?[0])
     }
 
     /// Marks a session's stream as closed.
@@ -341,10 +313,6 @@ impl Store {
             )
         })
     }
-}
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A copy of `m` with every field within [`crate::limits`].

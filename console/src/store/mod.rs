@@ -38,6 +38,7 @@ mod defenders;
 mod events;
 pub mod fleet;
 pub mod forensics;
+pub mod heartbeats;
 pub mod lifecycle;
 mod policy;
 mod policy_history;
