@@ -58,7 +58,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Database, SqlitePool};
 
 pub use defenders::{DefenderRecord, Health, NewDefender, SessionRef, Standing};
-pub use events::{EventWriter, StoredEvent, WriteError};
+pub use events::{EventWriter, StoredEvent, WriteError, kind_name};
 pub use policy::{PolicyTable, PolicyVersion};
 pub use tokens::{DEFAULT_ENROLLMENT_TTL, TokenKind};
 pub use users::UiSession;

@@ -16,6 +16,13 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
             .try_init();
     }
     let admin = std::env::var("CONSOLE_TEST_DATABASE_URL").ok()?;
+    Some(database_url_in(&admin, data_dir))
+}
+
+/// A database of its own for `data_dir` on the server of `admin` (a `postgres://` URL of a
+/// user allowed to `CREATE DATABASE`), created when missing; its URL.
+pub fn database_url_in(admin: &str, data_dir: &Path) -> String {
+    let admin = admin.to_owned();
     let name = database_name(data_dir);
     let admin_url = admin.clone();
     let create = name.clone();
@@ -48,7 +55,7 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
     .unwrap();
     let mut url = url::Url::parse(&admin).unwrap();
     url.set_path(&name);
-    Some(url.to_string())
+    url.to_string()
 }
 
 /// The environment a `defender-console` command needs to work on the same database as a test
