@@ -305,6 +305,12 @@ impl Engine {
                     View::Sql => sql.get_or_insert_with(|| self.sql_view(&lower)),
                     View::Shell => shell.get_or_insert_with(|| cmdi::shell_view(&lower)),
                 };
+                // `is_match` stops at the first match and uses the set's prefilters; the
+                // overlapping search that names the rule runs only on a hit (benign traffic,
+                // the common case, never pays for it).
+                if !fs.set.is_match(text.as_bytes()) {
+                    continue;
+                }
                 let Some(i) = fs.set.matches(text.as_bytes()).iter().next() else {
                     continue;
                 };
