@@ -19,7 +19,9 @@ pub mod request;
 
 use std::net::IpAddr;
 
-pub use detect::{Engine, Family, Finding, Inspection, rule_catalog};
+pub use detect::{
+    Engine, Family, Finding, Inspection, OVERSIZED_HEAD, oversized_head, rule_catalog,
+};
 pub use guard::{Admission, Guard, client_ip, trusted_nets};
 pub use ipnet::IpNet;
 pub use policy::{Effect, PolicyProblem, WaasPolicy};

@@ -16,7 +16,7 @@ mod xss;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
-pub use protocol::protocol_findings;
+pub use protocol::{OVERSIZED_HEAD, oversized_head, protocol_findings};
 
 use crate::decode::variants;
 use crate::request::{HttpRequest, Location, Part, cut, parts};
