@@ -311,13 +311,14 @@ async fn handle(
         tap.stop();
         Vec::new()
     } else {
-        let line = [
-            method.as_bytes(),
-            b" ",
-            req.uri().to_string().as_bytes(),
-            b" HTTP/1.",
-        ]
-        .concat();
+        // The request target as sent: the path and query (origin form) or, for the
+        // absolute and authority forms, the whole URI.
+        let sent = if req.uri().authority().is_none() {
+            std::borrow::Cow::Borrowed(target.as_str())
+        } else {
+            std::borrow::Cow::Owned(req.uri().to_string())
+        };
+        let line = [method.as_bytes(), b" ", sent.as_bytes(), b" HTTP/1."].concat();
         tap.take_head(&line, req.headers().contains_key(header::TRANSFER_ENCODING))
     };
 
@@ -485,7 +486,12 @@ async fn handle(
             }
         }
     }
-    forward(&st, parts, fwd_body, peer, client_upgrade).await
+    let resp = forward(&st, parts, fwd_body, peer, client_upgrade).await;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The connection now carries another protocol: no more HTTP/1 heads to keep.
+        tap.stop();
+    }
+    resp
 }
 
 /// Applies a verdict: `Some(response)` when the request is refused, `None` to forward it.

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct HeadTap {
     window: Mutex<Vec<u8>>,
     cap: usize,
+    stopped: AtomicBool,
 }
 
 impl HeadTap {
@@ -26,11 +28,12 @@ impl HeadTap {
         Arc::new(HeadTap {
             window: Mutex::new(Vec::new()),
             cap,
+            stopped: AtomicBool::new(false),
         })
     }
 
     fn record(&self, data: &[u8]) {
-        if data.is_empty() || self.cap == 0 {
+        if data.is_empty() || self.cap == 0 || self.stopped.load(Ordering::Relaxed) {
             return;
         }
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
@@ -48,6 +51,9 @@ impl HeadTap {
 
     /// Stops recording and frees the window (HTTP/2 and upgraded connections: no HTTP/1 heads).
     pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         *w = Vec::new();
     }
@@ -205,5 +211,9 @@ mod tests {
         assert!(tap.window.lock().unwrap().is_empty());
         assert_eq!(find(b"abcabd", b"abd"), Some(3));
         assert_eq!(find(b"ab", b"abd"), None);
+        // Stopped (HTTP/2, upgraded): nothing more is kept.
+        tap.stop();
+        tap.record(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(tap.window.lock().unwrap().is_empty());
     }
 }
