@@ -51,7 +51,7 @@ pub struct Stats {
     pub incomplete: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
-    /// Bans started (each also sent as a `ban-110` event).
+    /// Bans started (the event of the request that started each has effect `ban`).
     pub bans: AtomicU64,
     /// Requests refused because their client was banned.
     pub banned: AtomicU64,
@@ -347,23 +347,32 @@ async fn handle(
                         finding: access_finding("ratelimit-110", "client", &client.to_string()),
                         effect: p.rate_limit.effect,
                     };
-                    let status = if blocks { 429 } else { 0 };
-                    let id = emit_counted(
+                    if blocks {
+                        return refuse(
+                            &st,
+                            p,
+                            &j,
+                            "rate_limit",
+                            client,
+                            &method,
+                            &target,
+                            StatusCode::TOO_MANY_REQUESTS,
+                            false,
+                            1,
+                        );
+                    }
+                    emit_counted(
                         &st,
                         &j,
                         "rate_limit",
                         client,
                         &method,
                         &target,
-                        status,
+                        0,
                         false,
                         1,
-                        !blocks,
+                        true,
                     );
-                    if blocks {
-                        st.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        return refused(&st, p, client, &j, &id, StatusCode::TOO_MANY_REQUESTS);
-                    }
                 }
                 st.stats.alerted.fetch_add(1, Ordering::Relaxed);
             }
@@ -375,9 +384,18 @@ async fn handle(
                 effect: p.access.effect,
             };
             if j.effect.blocks() {
-                let id = emit(&st, &j, "access", client, &method, &target, 403, false, 1);
-                st.stats.refused.fetch_add(1, Ordering::Relaxed);
-                return refused(&st, p, client, &j, &id, StatusCode::FORBIDDEN);
+                return refuse(
+                    &st,
+                    p,
+                    &j,
+                    "access",
+                    client,
+                    &method,
+                    &target,
+                    StatusCode::FORBIDDEN,
+                    false,
+                    1,
+                );
             }
             emit(&st, &j, "access", client, &method, &target, 0, false, 1);
             st.stats.alerted.fetch_add(1, Ordering::Relaxed);
@@ -516,63 +534,74 @@ fn judge(
         } else {
             StatusCode::FORBIDDEN
         };
-        let id = emit(
+        return Some(refuse(
             st,
+            p,
             d,
             family,
             client,
             method,
             target,
-            u32::from(status.as_u16()),
+            status,
             v.incomplete,
             n,
-        );
-        st.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Some(refused(st, p, client, d, &id, status));
+        ));
     }
     emit(st, d, family, client, method, target, 0, v.incomplete, n);
     st.stats.alerted.fetch_add(1, Ordering::Relaxed);
     None
 }
 
-/// Builds the refusal and records the prevent verdict (bans on `ban` or after repeats).
-fn refused(
+/// Refuses a request: records the prevent verdict (which may start a ban), sends the event
+/// and answers `status` with the event id. The event of the request that starts a ban carries
+/// effect `ban` and says for how long and why, so each ban is one event and each refused
+/// request is counted once (the requests refused during the ban are counted in
+/// [`Stats::banned`], not each reported).
+#[allow(clippy::too_many_arguments)]
+fn refuse(
     st: &State,
     p: &WaasPolicy,
-    client: IpAddr,
     j: &Judged,
-    id: &str,
+    family: &str,
+    client: IpAddr,
+    method: &str,
+    target: &str,
     status: StatusCode,
+    incomplete: bool,
+    findings: u32,
 ) -> Response<ProxyBody> {
+    st.stats.refused.fetch_add(1, Ordering::Relaxed);
     let banned = st
         .guard
         .lock()
         .map(|mut g| g.record_prevent(client, j.effect == Effect::Ban, p, Instant::now()))
         .unwrap_or(false);
-    if banned {
+    let code = u32::from(status.as_u16());
+    let id = if banned {
         tracing::warn!(client = %client, minutes = p.ban.minutes, "WAAS banned a client");
         st.stats.bans.fetch_add(1, Ordering::Relaxed);
-        // The ban is an event of its own: rule ban-110, effect ban, what caused it and how
-        // long it lasts (the requests refused during the ban are counted, not each reported).
         let cause = if j.effect == Effect::Ban {
-            format!("effect ban of rule {}", j.finding.rule_id)
+            "the rule's effect is ban".to_owned()
         } else {
             format!(
-                "{} prevent verdicts within {} s (last: rule {})",
-                p.ban.after_prevents, p.ban.window_seconds, j.finding.rule_id
+                "{} prevent verdicts within {} s",
+                p.ban.after_prevents, p.ban.window_seconds
             )
         };
-        let mut finding = access_finding("ban-110", "client", &client.to_string());
-        finding.message = format!(
-            "client banned for {} minutes after {cause}; event {id}",
-            p.ban.minutes
+        let mut ban = j.clone();
+        ban.effect = Effect::Ban;
+        ban.finding.message = format!(
+            "client banned for {} minutes ({cause}): {}",
+            p.ban.minutes, j.finding.message
         );
-        let ban = Judged {
-            finding,
-            effect: Effect::Ban,
-        };
-        emit(st, &ban, "ban", client, "", "", 403, false, 1);
-    }
+        emit(
+            st, &ban, family, client, method, target, code, incomplete, findings,
+        )
+    } else {
+        emit(
+            st, j, family, client, method, target, code, incomplete, findings,
+        )
+    };
     let mut r = text(
         status,
         format!(
@@ -582,7 +611,7 @@ fn refused(
             j.finding.rule_id
         ),
     );
-    if let Ok(v) = HeaderValue::from_str(id) {
+    if let Ok(v) = HeaderValue::from_str(&id) {
         r.headers_mut().insert("x-waas-event-id", v);
     }
     r
