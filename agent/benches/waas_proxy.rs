@@ -185,7 +185,19 @@ fn rss_kib(pid: u32) -> u64 {
 struct Proxy(Child);
 
 impl Drop for Proxy {
+    /// SIGTERM first: the Defender passes it to its application (`sleep 600`) and exits with
+    /// it; a SIGKILL alone would leave the `sleep` behind for ten minutes.
     fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
