@@ -404,13 +404,56 @@ async fn rate_limit_with_burst_then_429_and_bans_after_prevent() {
     assert_eq!(s, 403);
     assert!(body.contains("banned"), "{body}");
 
+    // The refused request's event has effect ban and says so (one event: the refusal counts
+    // once in the Console).
+    let ev = f.sink.waas();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(
+        (ev[0].family.as_str(), ev[0].effect.as_str()),
+        ("xss", "ban")
+    );
+    assert_eq!(ev[0].status, 403);
+    assert!(
+        ev[0]
+            .message
+            .starts_with("client banned for 5 minutes (the rule's effect is ban)"),
+        "{:?}",
+        ev[0]
+    );
+
     let f = fixture(r#"{"ban":{"minutes":5,"after_prevents":2,"window_seconds":60}}"#).await;
     let a = f.proxy.local_addr();
     assert_eq!(send(a, "GET", "/", &[], "").await.0, 200);
     assert_eq!(send(a, "GET", "/?f=../../etc/passwd", &[], "").await.0, 403);
     assert_eq!(send(a, "GET", "/", &[], "").await.0, 200);
-    assert_eq!(send(a, "GET", "/?f=../../etc/passwd", &[], "").await.0, 403);
-    assert!(send(a, "GET", "/", &[], "").await.1.contains("banned"));
+    assert!(
+        f.sink.waas().iter().all(|e| e.effect == "prevent"),
+        "no ban yet"
+    );
+    let (s, body, _) = send(a, "GET", "/?f=../../etc/passwd", &[], "").await;
+    assert_eq!(s, 403);
+    let ev = f.sink.waas();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let ban = &ev[1];
+    assert_eq!((ban.family.as_str(), ban.effect.as_str()), ("lfi", "ban"));
+    assert_eq!((ban.client_ip.as_str(), ban.status), ("127.0.0.1", 403));
+    assert_eq!(event_id(&body), ban.event_id);
+    assert!(
+        ban.message
+            .starts_with("client banned for 5 minutes (2 prevent verdicts within 60 s)"),
+        "{ban:?}"
+    );
+    // While banned, even harmless requests are refused (counted, not each an event).
+    let events = f.sink.waas().len();
+    for _ in 0..3 {
+        let (s, body, _) = send(a, "GET", "/", &[], "").await;
+        assert_eq!(s, 403);
+        assert!(body.contains("banned"), "{body}");
+    }
+    assert_eq!(f.sink.waas().len(), events);
+    let stats = f.proxy.stats();
+    assert_eq!(stats.bans.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stats.banned.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
 
 #[tokio::test]
@@ -524,18 +567,10 @@ fn futures_stream(
     tokio_stream::iter(frames)
 }
 
-#[tokio::test]
-async fn request_smuggling_and_oversized_heads_are_refused() {
-    let f = fixture("{}").await;
-    let a = f.proxy.local_addr();
-    // Content-Length with Transfer-Encoding (CL.TE smuggling): hyper frames the body by the
-    // chunked coding, drops the length, and closes the connection after the response; the app
-    // gets a re-framed request, so the bytes hidden behind the length never reach it as a
-    // second request.
+/// Writes `raw` on a new connection and reads until the proxy closes it (or 5 s).
+async fn raw_exchange(a: SocketAddr, raw: &[u8]) -> String {
     let mut s = TcpStream::connect(a).await.unwrap();
-    s.write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let _ = s.write_all(raw).await;
     let mut resp = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -545,25 +580,153 @@ async fn request_smuggling_and_oversized_heads_are_refused() {
         }
         resp.push_str(&more);
     }
+    resp
+}
+
+/// Polls the sink until an event of `rule` arrives (events after a connection ends).
+async fn wait_event(sink: &Sink, rule: &str) -> WaasEvent {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(e) = sink.waas().into_iter().find(|e| e.rule == rule) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {rule} event: {:?}",
+            sink.waas()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn request_smuggling_is_answered_400_with_an_event() {
+    let f = fixture("{}").await;
+    let a = f.proxy.local_addr();
+    // Content-Length with Transfer-Encoding (CL.TE and TE.CL orders): hyper would frame the
+    // body by the chunked coding and drop the length; the proxy sees the raw head, answers 400
+    // with an event id, closes, and the app sees nothing (no second, smuggled request either).
+    for raw in [
+        &b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 44\r\n\r\n0\r\n\r\nGET /admin?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let before = f.sink.waas().len();
+        let resp = raw_exchange(a, raw).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        assert!(resp.contains("rule protocol-110"), "{resp}");
+        assert!(!resp.contains("smuggled") && !resp.contains("xff="), "{resp}");
+        assert_eq!(resp.matches("HTTP/1.1").count(), 1, "one answer: {resp}");
+        let ev = f.sink.waas();
+        assert_eq!(ev.len(), before + 1, "{ev:?}");
+        let e = ev.last().unwrap();
+        assert_eq!(
+            (e.rule.as_str(), e.family.as_str(), e.effect.as_str()),
+            ("protocol-110", "protocol", "prevent")
+        );
+        assert_eq!((e.status, e.method.as_str(), e.path.as_str()), (400, "POST", "/x"));
+        assert_eq!(e.name, "Transfer-Encoding");
+        assert!(resp.contains(&format!("Event id: {}", e.event_id)), "{resp}");
+    }
+    // Ordinary chunked requests on one keep-alive connection (the first body even spells a
+    // Content-Length line) are not mistaken for smuggling.
+    let resp = raw_exchange(
+        a,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n13\r\nContent-Length: 9\r\n\r\n0\r\n\r\n\
+          POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.contains("POST /a xff=127.0.0.1 body=19"), "{resp}");
+    assert!(resp.contains("POST /b xff=127.0.0.1 body=3"), "{resp}");
+    assert!(!resp.contains("400"), "{resp}");
+
+    // Under `alert` the request goes on, re-framed by hyper (chunked, connection closed after):
+    // the bytes hidden behind the length never reach the app as a second request.
+    let f = fixture(r#"{"protections":{"protocol":"alert"}}"#).await;
+    let resp = raw_exchange(
+        f.proxy.local_addr(),
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("POST /x xff=127.0.0.1 body=0"), "{resp}");
-    assert!(
-        resp.to_ascii_lowercase().contains("connection: close"),
-        "{resp}"
-    );
     assert!(!resp.contains("smuggled"), "{resp}");
-    // A head larger than the limit never reaches the app.
-    let mut s = TcpStream::connect(a).await.unwrap();
+    let e = wait_event(&f.sink, "protocol-110").await;
+    assert_eq!((e.effect.as_str(), e.status), ("alert", 0));
+}
+
+#[tokio::test]
+async fn oversized_heads_are_answered_431_with_an_event() {
+    let f = fixture(r#"{"max_header_bytes":4096}"#).await;
+    let a = f.proxy.local_addr();
+    // Within the limit: served.
+    let (s, _, _) = send(a, "GET", "/", &[("x-note", &"a".repeat(3000))], "").await;
+    assert_eq!(s, 200);
+    // Over the limit (within hyper's buffer): 431 with an event id, never reaches the app.
+    let (s, body, h) = send(a, "GET", "/big", &[("x-big", &"a".repeat(6000))], "").await;
+    assert_eq!(s, 431, "{body}");
+    let id = event_id(&body).to_owned();
+    assert_eq!(h.get("x-waas-event-id").unwrap(), id.as_str());
+    assert!(!body.contains("xff="), "{body}");
+    let e = wait_event(&f.sink, "protocol-150").await;
+    assert_eq!(e.event_id, id);
+    assert_eq!(
+        (e.status, e.family.as_str(), e.effect.as_str()),
+        (431, "protocol", "prevent")
+    );
+    assert_eq!((e.method.as_str(), e.path.as_str()), ("GET", "/big"));
+    assert!(e.matched.ends_with("bytes (limit 4096)"), "{e:?}");
+    let size: usize = e.matched.split(' ').next().unwrap().parse().unwrap();
+    assert!((6000..7000).contains(&size), "{e:?}");
+    // Far over it (beyond hyper's buffer, twice the limit): hyper answers 431 and closes; the
+    // event names the client.
     let big = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /huge HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let _ = s.write_all(big.as_bytes()).await;
-    let resp = read_some(&mut s).await;
+    let resp = raw_exchange(a, big.as_bytes()).await;
     assert!(
         resp.is_empty() || resp.starts_with("HTTP/1.1 431"),
         "{resp}"
     );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f
+        .sink
+        .waas()
+        .iter()
+        .filter(|e| e.rule == "protocol-150")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{:?}", f.sink.waas());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = f
+        .sink
+        .waas()
+        .into_iter()
+        .rfind(|e| e.rule == "protocol-150")
+        .unwrap();
+    assert_eq!((e.status, e.client_ip.as_str()), (431, "127.0.0.1"));
+    assert!(e.matched.starts_with("more than 8192 bytes"), "{e:?}");
+    assert_eq!(
+        f.proxy
+            .stats()
+            .oversized_heads
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // The limit is the policy's: a disabled protocol family lets the 6 KB head through.
+    let f = fixture(r#"{"max_header_bytes":4096,"protections":{"protocol":"disable"}}"#).await;
+    let (s, _, _) = send(
+        f.proxy.local_addr(),
+        "GET",
+        "/",
+        &[("x-big", &"a".repeat(6000))],
+        "",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(f.sink.waas().is_empty());
 }
 
 async fn read_some(s: &mut TcpStream) -> String {

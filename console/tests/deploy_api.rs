@@ -540,3 +540,56 @@ async fn resolve_images_reads_the_registry_with_credentials_from_a_header() {
     .await;
     assert!(msg.contains("resolveImages"), "{msg}");
 }
+
+#[tokio::test]
+async fn waas_puts_the_sidecar_on_the_exposed_port_and_says_what_to_change() {
+    let web = Web::start().await;
+    let token = web.api_token().await;
+
+    let (task, warnings) =
+        protected(post(&web, &token, "?waas=nginx:80", data("nginx.json")).await).await;
+    let app = container(&task, "nginx");
+    assert!(app.get("portMappings").is_none(), "{app}");
+    let sidecar = container(&task, "defender");
+    assert_eq!(sidecar["portMappings"][0]["containerPort"], 80);
+    assert_eq!(
+        env_value(sidecar, "DEFENDER_WAAS"),
+        Some("0.0.0.0:80=127.0.0.1:10080")
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("change containerName from \"nginx\" to \"defender\"")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("must now listen on port 10080")),
+        "{warnings:?}"
+    );
+
+    // A port the container does not map, and a malformed value, are refused with the reason.
+    let msg = error(
+        post(&web, &token, "?waas=nginx:8080", data("nginx.json")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("maps no containerPort 8080"), "{msg}");
+    let msg = error(
+        post(&web, &token, "?waas=nginx", data("nginx.json")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(msg.contains("APP_CONTAINER:EXPOSED_PORT"), "{msg}");
+    // Without the parameter nothing moves.
+    let (task, _) = protected(post(&web, &token, "", data("nginx.json")).await).await;
+    assert_eq!(
+        container(&task, "nginx")["portMappings"][0]["containerPort"],
+        80
+    );
+    assert_eq!(
+        env_value(container(&task, "defender"), "DEFENDER_WAAS"),
+        None
+    );
+}

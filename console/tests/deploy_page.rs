@@ -496,3 +496,58 @@ async fn warnings_sit_next_to_their_container_and_images_resolve_from_the_regist
     let defender = block("defender");
     assert!(defender.contains("no install bundle"), "{defender}");
 }
+
+#[tokio::test]
+async fn the_waas_field_puts_the_sidecar_on_the_exposed_port() {
+    let web = Web::start().await;
+    let browser = Browser::login(&web).await;
+    let input = data("nginx.json");
+    let resp = generate_waas(&web, &browser, &input, "nginx:80").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    let task: Value = serde_json::from_str(&unescape(element_text(
+        &html,
+        "protected-json",
+        "</textarea>",
+    )))
+    .expect("the protected JSON");
+    let sidecar = container(&task, "defender");
+    assert_eq!(sidecar["portMappings"][0]["containerPort"], 80);
+    assert!(
+        sidecar["environment"]
+            .to_string()
+            .contains("0.0.0.0:80=127.0.0.1:10080"),
+        "{sidecar}"
+    );
+    assert!(container(&task, "nginx").get("portMappings").is_none());
+    // What to change in the target group is on the page; the field keeps its value.
+    assert!(
+        unescape(&html).contains("change containerName from \"nginx\" to \"defender\""),
+        "{html}"
+    );
+    assert!(html.contains("value=\"nginx:80\""));
+
+    // A port the container does not map is refused next to the WAAS field.
+    let resp = generate_waas(&web, &browser, &input, "nginx:8080").await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    let error = unescape(element_text(&html, "waas-error", "</div>"));
+    assert!(error.contains("maps no containerPort 8080"), "{error}");
+    assert!(html.contains("aria-describedby=\"waas-error\""));
+    assert!(!html.contains("id=\"protected-json\""));
+}
+
+async fn generate_waas(web: &Web, browser: &Browser, input: &str, waas: &str) -> reqwest::Response {
+    browser
+        .generate(
+            web,
+            &[
+                ("taskdef", input),
+                ("consoleaddr", "console.internal:8084"),
+                ("bundle", "none"),
+                ("mode", "embedded"),
+                ("waas", waas),
+            ],
+        )
+        .await
+}

@@ -380,3 +380,153 @@ async fn webhooks_forward_waas_events_with_their_id_header() {
     );
     assert_eq!(list[0].1["waas"]["client_ip"], "203.0.113.9");
 }
+
+/// One event from `GET /api/v1/waas/events?event_id=`, once the Console has it.
+async fn stored_event(web: &Web, token: &str, id: &str) -> Value {
+    let events = common::eventually("WAAS event stored", WAIT, || {
+        let http = web.http.clone();
+        let url = web.url(&format!("/api/v1/waas/events?event_id={id}"));
+        let token = token.to_owned();
+        async move {
+            let v: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let list = v["events"].as_array()?.clone();
+            (!list.is_empty()).then_some(list)
+        }
+    })
+    .await;
+    events[0]["waas"].clone()
+}
+
+#[tokio::test]
+async fn smuggling_oversized_heads_and_bans_reach_the_console() {
+    let web = Web::start().await;
+    let token = web.api_token().await;
+    let agent_dir = tempfile::tempdir().unwrap();
+    let bundle = common::bundle_b64(web.data_dir(), &web.console).await;
+    let (waas_tx, waas_rx) = watch::channel(None);
+    let outbox = Outbox::open(&agent_dir.path().join("spool"), SpoolConfig::default()).unwrap();
+    let link = Link::spawn(LinkConfig {
+        bundle: InstallBundle::decode(&bundle).unwrap(),
+        data_dir: agent_dir.path().to_owned(),
+        mode: Mode::Standalone,
+        metadata: TaskMetadata {
+            hostname: "waas-protocol".into(),
+            ..TaskMetadata::default()
+        },
+        backoff: Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(300),
+        },
+        outbox: outbox.clone(),
+        policy: None,
+        waas: Some(waas_tx),
+        capture: None,
+    });
+    // The proxy starts with the policy it kept from before (as after a restart): SQLi bans,
+    // heads above 4 KiB are refused.
+    let saved = agent_dir.path().join("waas-policy.json");
+    std::fs::write(
+        &saved,
+        r#"{"protections":{"sqli":"ban"},"max_header_bytes":4096}"#,
+    )
+    .unwrap();
+    let upstream = app().await;
+    let spec: defender::waas::WaasSpec = format!("127.0.0.1:0={upstream}").parse().unwrap();
+    let proxies = defender::waas::start(&[spec], outbox.clone(), waas_rx, Some(saved)).await;
+    let proxy = proxies[0].local_addr();
+    let id_of = |text: &str| text.rsplit("Event id: ").next().unwrap().trim().to_owned();
+
+    // Request smuggling (Content-Length with Transfer-Encoding): 400 with an event id.
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST /cart HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut s, &mut raw))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    let smuggling = id_of(&raw);
+
+    // An oversized head: 431 with an event id.
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("http://{proxy}/big"))
+        .header("x-big", "a".repeat(6000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let oversized = id_of(&resp.text().await.unwrap());
+
+    // An SQL injection under effect ban: 403, then the client is banned.
+    let resp = client
+        .get(format!(
+            "http://{proxy}/products?id=1%27%20OR%20%271%27%3D%271"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let banned = id_of(&resp.text().await.unwrap());
+    let resp = client.get(format!("http://{proxy}/")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.text().await.unwrap().contains("banned"));
+
+    let w = stored_event(&web, &token, &smuggling).await;
+    assert_eq!(
+        (&w["rule"], &w["family"], &w["effect"], &w["status"]),
+        (
+            &json!("protocol-110"),
+            &json!("protocol"),
+            &json!("prevent"),
+            &json!(400)
+        )
+    );
+    assert_eq!(
+        (&w["method"], &w["path"]),
+        (&json!("POST"), &json!("/cart"))
+    );
+    let w = stored_event(&web, &token, &oversized).await;
+    assert_eq!(
+        (&w["rule"], &w["effect"], &w["status"]),
+        (&json!("protocol-150"), &json!("prevent"), &json!(431))
+    );
+    let w = stored_event(&web, &token, &banned).await;
+    assert_eq!(
+        (&w["family"], &w["effect"], &w["status"]),
+        (&json!("sqli"), &json!("ban"), &json!(403))
+    );
+    assert!(
+        w["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("client banned for 10 minutes"),
+        "{w}"
+    );
+    // On Monitor > WAAS, filtered by effect: the ban, styled as such.
+    let cookie = web.login().await;
+    let html = web
+        .get_with_cookie("/monitor/events/waas?effect=ban", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(&banned), "the ban's event on the page");
+    assert!(!html.contains(&smuggling), "filtered by effect");
+    assert!(html.contains("class=\"effect ban\""), "{html}");
+    link.stop();
+}

@@ -10,6 +10,10 @@
 //! for this project (see [`detect`]), run on every decoded form ([`decode`]) of every part of the
 //! request ([`request::parts`]): path, query and body parameter names and values, JSON strings,
 //! XML text, multipart fields, cookies and the non-structural headers.
+//!
+//! The [`Engine`] remembers parts it found clean (bounded, by exact value and everything their
+//! inspection depends on), so repeated parts — the same User-Agent, the same paths — are not
+//! inspected again.
 
 pub mod decode;
 pub mod detect;
@@ -19,7 +23,9 @@ pub mod request;
 
 use std::net::IpAddr;
 
-pub use detect::{Engine, Family, Finding, Inspection, rule_catalog};
+pub use detect::{
+    Engine, Family, Finding, Inspection, OVERSIZED_HEAD, oversized_head, rule_catalog,
+};
 pub use guard::{Admission, Guard, client_ip, trusted_nets};
 pub use ipnet::IpNet;
 pub use policy::{Effect, PolicyProblem, WaasPolicy};

@@ -14,6 +14,7 @@
 
 mod body;
 mod proxy;
+mod tap;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,9 +67,13 @@ impl FromStr for WaasSpec {
 }
 
 /// An event sink set once the Defender's spool is open: the proxy starts with the app (it must
-/// forward even when the Defender cannot protect), events before that are logged and dropped.
+/// forward even when the Defender cannot protect), events before that are counted and dropped
+/// (logged once: a log line per event would cost more than the proxying).
 #[derive(Default)]
-pub struct LateSink(std::sync::OnceLock<Arc<dyn EventSink>>);
+pub struct LateSink(
+    std::sync::OnceLock<Arc<dyn EventSink>>,
+    std::sync::atomic::AtomicU64,
+);
 
 impl LateSink {
     /// Sets the real sink (later calls are ignored).
@@ -82,7 +87,12 @@ impl EventSink for LateSink {
         match self.0.get() {
             Some(s) => s.push_event(event),
             None => {
-                tracing::warn!("WAAS event dropped: the Defender has no spool");
+                if self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "WAAS events are dropped until the Defender has a spool (it has none: \
+                         no install bundle or the spool failed)"
+                    );
+                }
                 None
             }
         }

@@ -9,8 +9,9 @@ use std::time::Instant;
 use defender_proto::v1::{Event, WaasEvent, event};
 use defender_waas::IpNet;
 use defender_waas::{
-    Admission, Effect, Engine, Finding, Guard, HttpRequest, Judged, Verdict, WaasPolicy,
-    access_check, access_finding, client_ip, evaluate, trusted_nets,
+    Admission, Effect, Engine, Family, Finding, Guard, HttpRequest, Judged, OVERSIZED_HEAD,
+    Verdict, WaasPolicy, access_check, access_finding, client_ip, evaluate, oversized_head,
+    trusted_nets,
 };
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -25,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::ProxyLimits;
 use super::body::{PrefixError, PrefixedBody, read_prefix};
+use super::tap::{HeadTap, Tapped};
 use crate::observe::EventSink;
 
 /// Response body type of the proxy.
@@ -49,6 +51,12 @@ pub struct Stats {
     pub incomplete: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Bans started (the event of the request that started each has effect `ban`).
+    pub bans: AtomicU64,
+    /// Requests refused because their client was banned.
+    pub banned: AtomicU64,
+    /// Request heads over hyper's buffer (twice `max_header_bytes`), answered 431 by hyper.
+    pub oversized_heads: AtomicU64,
 }
 
 /// The policy in force with what is derived from it.
@@ -58,7 +66,8 @@ struct Compiled {
 }
 
 struct State {
-    upstream: SocketAddr,
+    /// The upstream as a URI authority (`127.0.0.1:80`), for the forwarded requests.
+    authority: hyper::http::uri::Authority,
     listener: String,
     policy: RwLock<Arc<Compiled>>,
     engine: Engine,
@@ -76,6 +85,9 @@ pub struct Proxy {
     state: Arc<State>,
     local: SocketAddr,
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -109,8 +121,12 @@ impl Proxy {
             .pool_max_idle_per_host(1024)
             .pool_timer(TokioTimer::new())
             .build(connector);
+        let authority = upstream
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid authority");
         let state = Arc::new(State {
-            upstream,
+            authority,
             listener: local.to_string(),
             policy: RwLock::new(Arc::new(compile(policy))),
             engine: Engine::new(),
@@ -182,28 +198,65 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
                 .policy
                 .read()
                 .map(|p| p.policy.max_header_bytes)
-                .unwrap_or(16 * 1024)
-                .max(8192);
+                .unwrap_or(16 * 1024);
+            // hyper's buffer holds twice the policy's limit, so that a head over the limit
+            // still reaches `handle`, which answers 431 with an event id; beyond it hyper
+            // answers 431 itself and the event is sent below.
+            let hyper_buf = (2 * max_head).max(8192);
+            let tap = HeadTap::new(hyper_buf);
             let svc_state = st.clone();
+            let svc_tap = tap.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let st = svc_state.clone();
-                async move { Ok::<_, Infallible>(handle(st, req, peer.ip()).await) }
+                let tap = svc_tap.clone();
+                async move { Ok::<_, Infallible>(handle(st, req, peer.ip(), &tap).await) }
             });
             let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             b.http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(st.limits.header_read_timeout)
-                .max_buf_size(max_head)
+                .max_buf_size(hyper_buf)
                 .keep_alive(true);
             b.http2()
                 .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+                .max_header_list_size(u32::try_from(hyper_buf).unwrap_or(u32::MAX))
                 .max_concurrent_streams(256);
-            let _ = b
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            let served = b
+                .serve_connection_with_upgrades(TokioIo::new(Tapped::new(stream, tap)), svc)
                 .await;
+            if let Err(e) = served
+                && e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_parse_too_large)
+            {
+                oversized_by_hyper(&st, peer.ip(), hyper_buf);
+            }
         });
     }
+}
+
+/// A head over hyper's buffer: hyper answered 431 and closed; the request was never parsed,
+/// so the event names only the client (the TCP peer) and the limit.
+fn oversized_by_hyper(st: &State, peer: IpAddr, buffer: usize) {
+    st.stats.oversized_heads.fetch_add(1, Ordering::Relaxed);
+    let p = st
+        .policy
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    let effect = p.policy.effect(Family::Protocol);
+    if effect == Effect::Disable {
+        return;
+    }
+    let mut finding = oversized_head(buffer + 1, p.policy.max_header_bytes);
+    finding.matched = format!(
+        "more than {buffer} bytes (limit {})",
+        p.policy.max_header_bytes
+    );
+    let j = Judged {
+        finding,
+        effect: Effect::Prevent,
+    };
+    emit(st, &j, "protocol", peer, "", "", 431, true, 1);
 }
 
 /// A plain-text response (never echoes request content).
@@ -223,7 +276,12 @@ fn event_id() -> String {
 }
 
 /// Judges one request and forwards it or refuses it.
-async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+async fn handle(
+    st: Arc<State>,
+    mut req: Request<Incoming>,
+    peer: IpAddr,
+    tap: &HeadTap,
+) -> Response<ProxyBody> {
     st.stats.requests.fetch_add(1, Ordering::Relaxed);
     let compiled = st
         .policy
@@ -231,19 +289,38 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
         .map(|p| p.clone())
         .unwrap_or_else(|e| e.into_inner().clone());
     let p = &compiled.policy;
-    let xff: Vec<&str> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let client = client_ip(peer, &xff, &compiled.trusted);
+    let client = if compiled.trusted.is_empty() {
+        peer
+    } else {
+        let xff: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        client_ip(peer, &xff, &compiled.trusted)
+    };
     let target = req
         .uri()
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
     let method = req.method().as_str().to_owned();
+    // The raw head (HTTP/1): hyper hides a Content-Length sent beside Transfer-Encoding.
+    let raw_lengths = if req.version() == Version::HTTP_2 {
+        tap.stop();
+        Vec::new()
+    } else {
+        // The request target as sent: the path and query (origin form) or, for the
+        // absolute and authority forms, the whole URI.
+        let sent = if req.uri().authority().is_none() {
+            std::borrow::Cow::Borrowed(target.as_str())
+        } else {
+            std::borrow::Cow::Owned(req.uri().to_string())
+        };
+        let line = [method.as_bytes(), b" ", sent.as_bytes(), b" HTTP/1."].concat();
+        tap.take_head(&line, req.headers().contains_key(header::TRANSFER_ENCODING))
+    };
 
     if p.enabled {
         let now = Instant::now();
@@ -255,33 +332,47 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
         match admission {
             Admission::Banned => {
                 st.stats.refused.fetch_add(1, Ordering::Relaxed);
+                st.stats.banned.fetch_add(1, Ordering::Relaxed);
                 return text(
                     StatusCode::FORBIDDEN,
                     "403 Forbidden: this client is temporarily banned by WAAS.\n".into(),
                 );
             }
             Admission::RateLimited => {
-                let f = access_finding("ratelimit-110", "client", &client.to_string());
-                let j = Judged {
-                    finding: f,
-                    effect: p.rate_limit.effect,
-                };
-                let blocks = j.effect.blocks();
-                let status = if blocks { 429 } else { 0 };
-                let id = emit(
-                    &st,
-                    &j,
-                    "rate_limit",
-                    client,
-                    &method,
-                    &target,
-                    status,
-                    false,
-                    1,
-                );
-                if blocks {
-                    st.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return refused(&st, p, client, &j, &id, StatusCode::TOO_MANY_REQUESTS);
+                let blocks = p.rate_limit.effect.blocks();
+                // An alert over the events bound costs nothing more (this runs for every
+                // request of a client over its rate).
+                if blocks || event_allowed(&st) {
+                    let j = Judged {
+                        finding: access_finding("ratelimit-110", "client", &client.to_string()),
+                        effect: p.rate_limit.effect,
+                    };
+                    if blocks {
+                        return refuse(
+                            &st,
+                            p,
+                            &j,
+                            "rate_limit",
+                            client,
+                            &method,
+                            &target,
+                            StatusCode::TOO_MANY_REQUESTS,
+                            false,
+                            1,
+                        );
+                    }
+                    emit_counted(
+                        &st,
+                        &j,
+                        "rate_limit",
+                        client,
+                        &method,
+                        &target,
+                        0,
+                        false,
+                        1,
+                        true,
+                    );
                 }
                 st.stats.alerted.fetch_add(1, Ordering::Relaxed);
             }
@@ -293,12 +384,39 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
                 effect: p.access.effect,
             };
             if j.effect.blocks() {
-                let id = emit(&st, &j, "access", client, &method, &target, 403, false, 1);
-                st.stats.refused.fetch_add(1, Ordering::Relaxed);
-                return refused(&st, p, client, &j, &id, StatusCode::FORBIDDEN);
+                return refuse(
+                    &st,
+                    p,
+                    &j,
+                    "access",
+                    client,
+                    &method,
+                    &target,
+                    StatusCode::FORBIDDEN,
+                    false,
+                    1,
+                );
             }
             emit(&st, &j, "access", client, &method, &target, 0, false, 1);
             st.stats.alerted.fetch_add(1, Ordering::Relaxed);
+        }
+        // Oversized head: measured as sent (request line, headers, line ends).
+        let protocol = p.effect(Family::Protocol);
+        if protocol != Effect::Disable {
+            let size = head_size(&req, &target, &method);
+            if size > p.max_header_bytes {
+                let j = Judged {
+                    finding: oversized_head(size, p.max_header_bytes),
+                    effect: protocol,
+                };
+                let v = Verdict {
+                    findings: vec![j],
+                    incomplete: false,
+                };
+                if let Some(resp) = judge(&st, p, client, &method, &target, &v) {
+                    return resp;
+                }
+            }
         }
     }
 
@@ -326,19 +444,24 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
     };
 
     if p.enabled {
+        let mut headers: Vec<(String, String)> =
+            Vec::with_capacity(parts.headers.len() + raw_lengths.len());
+        headers.extend(parts.headers.iter().map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        }));
+        // What hyper dropped: the detectors judge the head as it was sent (protocol-110).
+        headers.extend(
+            raw_lengths
+                .into_iter()
+                .map(|v| ("content-length".to_owned(), v)),
+        );
         let req_model = HttpRequest {
-            method: method.clone(),
-            target: target.clone(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
+            method,
+            target,
+            headers,
             body: body_bytes,
             body_complete: complete,
         };
@@ -353,7 +476,8 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
                 if v.incomplete {
                     st.stats.incomplete.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(resp) = judge(&st, p, client, &method, &target, &v) {
+                let (m, t) = (&req_model.method, &req_model.target);
+                if let Some(resp) = judge(&st, p, client, m, t, &v) {
                     return resp;
                 }
             }
@@ -368,9 +492,8 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
                     },
                 };
                 let status = if p.fail_open { 0 } else { 503 };
-                let id = emit(
-                    &st, &j, "protocol", client, &method, &target, status, false, 0,
-                );
+                let (m, t) = (&req_model.method, &req_model.target);
+                let id = emit(&st, &j, "protocol", client, m, t, status, false, 0);
                 tracing::error!(event_id = %id, "WAAS inspection failed internally");
                 if !p.fail_open {
                     return text(
@@ -381,10 +504,17 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>, peer: IpAddr) -> Res
             }
         }
     }
-    forward(&st, parts, fwd_body, peer, client_upgrade).await
+    let resp = forward(&st, parts, fwd_body, peer, client_upgrade).await;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The connection now carries another protocol: no more HTTP/1 heads to keep.
+        tap.stop();
+    }
+    resp
 }
 
 /// Applies a verdict: `Some(response)` when the request is refused, `None` to forward it.
+/// A refusal is 431 for an oversized head, 400 for another protocol finding (malformed,
+/// smuggling), 403 otherwise.
 fn judge(
     st: &State,
     p: &WaasPolicy,
@@ -397,32 +527,81 @@ fn judge(
     let n = u32::try_from(v.findings.len()).unwrap_or(u32::MAX);
     let family = d.finding.family.as_str();
     if d.effect.blocks() {
-        let id = emit(st, d, family, client, method, target, 403, v.incomplete, n);
-        st.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Some(refused(st, p, client, d, &id, StatusCode::FORBIDDEN));
+        let status = if d.finding.rule_id == OVERSIZED_HEAD {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        } else if d.finding.family == Family::Protocol {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        return Some(refuse(
+            st,
+            p,
+            d,
+            family,
+            client,
+            method,
+            target,
+            status,
+            v.incomplete,
+            n,
+        ));
     }
     emit(st, d, family, client, method, target, 0, v.incomplete, n);
     st.stats.alerted.fetch_add(1, Ordering::Relaxed);
     None
 }
 
-/// Builds the refusal and records the prevent verdict (bans on `ban` or after repeats).
-fn refused(
+/// Refuses a request: records the prevent verdict (which may start a ban), sends the event
+/// and answers `status` with the event id. The event of the request that starts a ban carries
+/// effect `ban` and says for how long and why, so each ban is one event and each refused
+/// request is counted once (the requests refused during the ban are counted in
+/// [`Stats::banned`], not each reported).
+#[allow(clippy::too_many_arguments)]
+fn refuse(
     st: &State,
     p: &WaasPolicy,
-    client: IpAddr,
     j: &Judged,
-    id: &str,
+    family: &str,
+    client: IpAddr,
+    method: &str,
+    target: &str,
     status: StatusCode,
+    incomplete: bool,
+    findings: u32,
 ) -> Response<ProxyBody> {
+    st.stats.refused.fetch_add(1, Ordering::Relaxed);
     let banned = st
         .guard
         .lock()
         .map(|mut g| g.record_prevent(client, j.effect == Effect::Ban, p, Instant::now()))
         .unwrap_or(false);
-    if banned {
+    let code = u32::from(status.as_u16());
+    let id = if banned {
         tracing::warn!(client = %client, minutes = p.ban.minutes, "WAAS banned a client");
-    }
+        st.stats.bans.fetch_add(1, Ordering::Relaxed);
+        let cause = if j.effect == Effect::Ban {
+            "the rule's effect is ban".to_owned()
+        } else {
+            format!(
+                "{} prevent verdicts within {} s",
+                p.ban.after_prevents, p.ban.window_seconds
+            )
+        };
+        let mut ban = j.clone();
+        ban.effect = Effect::Ban;
+        ban.finding.message = format!(
+            "client banned for {} minutes ({cause}): {}",
+            p.ban.minutes, j.finding.message
+        );
+        emit(
+            st, &ban, family, client, method, target, code, incomplete, findings,
+        )
+    } else {
+        emit(
+            st, j, family, client, method, target, code, incomplete, findings,
+        )
+    };
     let mut r = text(
         status,
         format!(
@@ -432,10 +611,31 @@ fn refused(
             j.finding.rule_id
         ),
     );
-    if let Ok(v) = HeaderValue::from_str(id) {
+    if let Ok(v) = HeaderValue::from_str(&id) {
         r.headers_mut().insert("x-waas-event-id", v);
     }
     r
+}
+
+/// Takes one event from the events-per-second bound; false (counted as suppressed) when
+/// the second's budget is spent.
+fn event_allowed(st: &State) -> bool {
+    let allowed = st
+        .events
+        .lock()
+        .map(|mut w| {
+            let now = Instant::now();
+            if now.duration_since(w.0).as_secs() >= 1 {
+                *w = (now, 0);
+            }
+            w.1 = w.1.saturating_add(1);
+            w.1 <= st.limits.max_events_per_second
+        })
+        .unwrap_or(true);
+    if !allowed {
+        st.stats.events_suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+    allowed
 }
 
 /// Sends one `WaasEvent` (within the events-per-second bound) and returns its id.
@@ -451,21 +651,28 @@ fn emit(
     incomplete: bool,
     findings: u32,
 ) -> String {
+    emit_counted(
+        st, j, family, client, method, target, status, incomplete, findings, false,
+    )
+}
+
+/// [`emit`], where `budget_taken` says the caller already took the event from the bound
+/// ([`event_allowed`]).
+#[allow(clippy::too_many_arguments)]
+fn emit_counted(
+    st: &State,
+    j: &Judged,
+    family: &str,
+    client: IpAddr,
+    method: &str,
+    target: &str,
+    status: u32,
+    incomplete: bool,
+    findings: u32,
+    budget_taken: bool,
+) -> String {
     let id = event_id();
-    let allowed = st
-        .events
-        .lock()
-        .map(|mut w| {
-            let now = Instant::now();
-            if now.duration_since(w.0).as_secs() >= 1 {
-                *w = (now, 0);
-            }
-            w.1 += 1;
-            w.1 <= st.limits.max_events_per_second
-        })
-        .unwrap_or(true);
-    if !allowed {
-        st.stats.events_suppressed.fetch_add(1, Ordering::Relaxed);
+    if !budget_taken && !event_allowed(st) {
         return id;
     }
     let f: &Finding = &j.finding;
@@ -523,8 +730,35 @@ fn has_body(h: &HeaderMap, b: &Incoming) -> bool {
     !b.is_end_stream() || h.contains_key(header::TRANSFER_ENCODING)
 }
 
+/// Size of a request head as sent on HTTP/1.1: request line, `name: value` lines, line ends.
+fn head_size(req: &Request<Incoming>, target: &str, method: &str) -> usize {
+    let line = method.len() + 1 + target.len() + " HTTP/1.1\r\n".len();
+    req.headers()
+        .iter()
+        .fold(line + 2, |n, (k, v)| n + k.as_str().len() + 2 + v.len() + 2)
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those the `Connection` header lists.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
 /// Forwards the request upstream (HTTP/1.1, pooled) and streams the response back; 502 when
-/// the app cannot be reached.
+/// the app cannot be reached. The client's head is reused in place (no copy of its headers).
 async fn forward(
     st: &State,
     parts: hyper::http::request::Parts,
@@ -532,70 +766,62 @@ async fn forward(
     peer: IpAddr,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|x| x.as_str())
-        .unwrap_or("/");
-    let Ok(uri) = format!("http://{}{}", st.upstream, pq).parse::<Uri>() else {
+    let hyper::http::request::Parts {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = parts;
+    let mut up_uri = hyper::http::uri::Parts::default();
+    up_uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+    up_uri.authority = Some(st.authority.clone());
+    up_uri.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+    );
+    let Ok(up_uri) = Uri::from_parts(up_uri) else {
         return text(StatusCode::BAD_REQUEST, "400 Bad Request: target\n".into());
     };
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
-    let listed: Vec<String> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    for (n, v) in &parts.headers {
-        let name = n.as_str();
-        if HOP_BY_HOP.contains(&name) || listed.iter().any(|l| l == name) {
-            continue;
-        }
-        if name == "x-forwarded-for" {
-            continue;
-        }
-        headers.append(n.clone(), v.clone());
-    }
+    let upgrade = client_upgrade
+        .as_ref()
+        .and_then(|_| headers.get(header::UPGRADE).cloned());
+    strip_hop_by_hop(&mut headers);
     if client_upgrade.is_some() {
-        if let Some(u) = parts.headers.get(header::UPGRADE) {
-            headers.insert(header::UPGRADE, u.clone());
+        if let Some(u) = upgrade {
+            headers.insert(header::UPGRADE, u);
         }
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     // X-Forwarded-For: what came in, plus the peer we saw.
-    let prior: Vec<&str> = parts
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if prior.is_empty() {
-        peer.to_string()
-    } else {
-        format!("{}, {peer}", prior.join(", "))
+    let xff = match headers.get(X_FORWARDED_FOR) {
+        None => HeaderValue::from_str(&peer.to_string()).ok(),
+        Some(_) => {
+            let prior: Vec<&str> = headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            HeaderValue::from_str(&format!("{}, {peer}", prior.join(", "))).ok()
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    headers.remove(X_FORWARDED_FOR);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        );
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     // HTTP/2 clients send :authority, not Host; HTTP/1.1 upstreams need Host.
     if !headers.contains_key(header::HOST)
-        && let Some(a) = parts.uri.authority()
+        && let Some(a) = uri.authority()
         && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
         headers.insert(header::HOST, v);
     }
     let mut up = Request::new(body);
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = uri;
+    *up.method_mut() = method;
+    *up.uri_mut() = up_uri;
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
     let mut resp = match st.client.request(up).await {
@@ -629,16 +855,6 @@ async fn forward(
         );
     }
     let (mut rp, rb) = resp.into_parts();
-    let listed: Vec<String> = rp
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    for h in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
-        rp.headers.remove(h.as_str());
-    }
+    strip_hop_by_hop(&mut rp.headers);
     Response::from_parts(rp, rb.boxed())
 }

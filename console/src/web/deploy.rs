@@ -41,7 +41,7 @@ pub const API_BODY_LIMIT: usize = MAX_INPUT_BYTES + 64 * 1024;
 /// Longest [`WARNINGS_HEADER`] value; further warnings are summarised.
 const MAX_WARNINGS_HEADER: usize = 8 * 1024;
 /// Query parameters of the REST endpoint, for the message about an unknown one.
-const API_PARAMS: &str = "console_addr, defender_image, mode, sidecar_name, bundle_secret, install_bundle, entrypoint, resolve_images, insecure_registry (or their camelCase spellings consoleaddr, defenderImage, …)";
+const API_PARAMS: &str = "console_addr, defender_image, mode, sidecar_name, bundle_secret, install_bundle, entrypoint, resolve_images, insecure_registry, waas (or their camelCase spellings consoleaddr, defenderImage, …)";
 /// Request header of the REST endpoint carrying registry credentials for `resolveImages`, as
 /// base64 of `user:password` (for Amazon ECR: `AWS:` and `aws ecr get-login-password`).
 pub const REGISTRY_AUTH_HEADER: &str = "x-registry-auth";
@@ -164,6 +164,8 @@ struct ApiParams {
     install_bundle: bool,
     resolve_images: Option<String>,
     insecure_registries: Vec<String>,
+    /// `APP_CONTAINER:EXPOSED_PORT`: put the Defender's WAAS proxy in front of that container.
+    waas: Option<String>,
 }
 
 fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
@@ -178,6 +180,7 @@ fn api_params(pairs: Vec<(String, String)>) -> Result<ApiParams, String> {
             "bundle_secret" | "bundleSecret" => &mut p.bundle_secret,
             "install_bundle" | "installBundle" => &mut install_bundle,
             "resolve_images" | "resolveImages" => &mut p.resolve_images,
+            "waas" => &mut p.waas,
             "entrypoint" => {
                 p.entrypoints.push(value);
                 continue;
@@ -244,6 +247,7 @@ impl ApiParams {
             },
             sidecar_name: self.sidecar_name.clone().unwrap_or(defaults.sidecar_name),
             entrypoints: parse_entrypoints(self.entrypoints.iter().map(String::as_str))?,
+            waas: self.waas.as_deref().map(str::parse).transpose()?,
             ..ProtectOptions::default()
         })
     }
@@ -454,6 +458,8 @@ pub struct DeployForm {
     /// "on" when the operator insists on a loopback Console address.
     #[serde(rename = "allowLoopback")]
     allow_loopback: String,
+    /// `APP_CONTAINER:EXPOSED_PORT` for WAAS, empty for none.
+    waas: String,
 }
 
 impl DeployForm {
@@ -497,6 +503,7 @@ enum Field {
     SidecarName,
     Entrypoints,
     ResolveImages,
+    Waas,
 }
 
 impl Field {
@@ -510,6 +517,7 @@ impl Field {
             Field::SidecarName => "sidecarName",
             Field::Entrypoints => "entrypoints",
             Field::ResolveImages => "resolveImages",
+            Field::Waas => "waas",
         }
     }
 
@@ -522,6 +530,7 @@ impl Field {
                 "sidecar name" => Field::SidecarName,
                 "Console address" => Field::ConsoleAddr,
                 "install bundle" | "install bundle secret" => Field::Bundle,
+                "WAAS" => Field::Waas,
                 _ => Field::TaskDef,
             },
             ProtectError::UnknownMode(_) => Field::Mode,
@@ -596,6 +605,7 @@ fn form_options(form: &DeployForm) -> Result<(ProtectOptions, bool), ProtectErro
         sidecar_name: non_empty(&form.sidecar_name)
             .unwrap_or_else(|| DEFAULT_SIDECAR_NAME.to_owned()),
         entrypoints: parse_entrypoints([form.entrypoints.as_str()])?,
+        waas: non_empty(&form.waas).map(|w| w.parse()).transpose()?,
         ..ProtectOptions::default()
     };
     Ok((opts, new_bundle))
@@ -838,6 +848,7 @@ fn form_markup(op: &Operator, state: &WebState, form: &DeployForm, outcome: &Out
     let (secret_invalid, secret_described) = aria(outcome, Field::Bundle);
     let (sidecar_invalid, sidecar_described) = aria(outcome, Field::SidecarName);
     let (ep_invalid, ep_described) = aria(outcome, Field::Entrypoints);
+    let (waas_invalid, waas_described) = aria(outcome, Field::Waas);
     html! {
         form.deploy method="post" action=(PAGE_PATH) {
             input type="hidden" name=(CSRF_FIELD) value=(op.csrf_token);
@@ -936,6 +947,19 @@ fn form_markup(op: &Operator, state: &WebState, form: &DeployForm, outcome: &Out
                         aria-invalid=[ep_invalid] aria-describedby=[ep_described] {
                         (form.entrypoints)
                     }
+                }
+                div.field {
+                    label for="waas" { "WAAS (web application firewall)" }
+                    span.hint {
+                        "To put the Defender's WAAS proxy in front of a web container, name it and the port "
+                        "the load balancer reaches: " code { "web:8080" } ". The sidecar takes that port "
+                        "and forwards to the app on an internal one; the warnings say what to change in "
+                        "the target group. Empty: no WAAS."
+                    }
+                    (field_error(outcome, Field::Waas))
+                    input #waas type="text" name="waas" value=(form.waas)
+                        placeholder="APP_CONTAINER:EXPOSED_PORT" spellcheck="false"
+                        aria-invalid=[waas_invalid] aria-describedby=[waas_described];
                 }
                 fieldset.field #resolveImages {
                     legend { "Image ENTRYPOINT and CMD" }

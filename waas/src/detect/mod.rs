@@ -16,7 +16,7 @@ mod xss;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
-pub use protocol::protocol_findings;
+pub use protocol::{OVERSIZED_HEAD, oversized_head, protocol_findings};
 
 use crate::decode::variants;
 use crate::request::{HttpRequest, Location, Part, cut, parts};
@@ -150,6 +150,58 @@ pub struct Engine {
     families: Vec<FamilySet>,
     sql_comment: regex::Regex,
     whitespace: regex::Regex,
+    clean: CleanMemo,
+}
+
+/// Most parts remembered as clean; when full the memo starts over.
+pub const CLEAN_MEMO_ENTRIES: usize = 1024;
+/// Longest value remembered as clean, bytes (so the memo holds at most ~300 KiB).
+pub const CLEAN_MEMO_VALUE_BYTES: usize = 256;
+
+/// What decides a part's inspection besides its value: the enabled families (a bit each),
+/// where it was found, whether its name marks a secret, whether `+` is a space.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PartKind {
+    families: u16,
+    location: Location,
+    secret: bool,
+    plus: bool,
+}
+
+/// Parts found clean before, by exact value: traffic repeats itself (the same User-Agent on
+/// every request of a browser, the same paths), and a repeated part then costs one lookup
+/// instead of decoding and every detector. Only clean results are kept, keyed by everything
+/// inspection depends on, so a hit gives exactly what inspecting again would.
+#[derive(Default)]
+struct CleanMemo(std::sync::Mutex<MemoSets>);
+
+#[derive(Default)]
+struct MemoSets {
+    by_kind: std::collections::HashMap<PartKind, std::collections::HashSet<Box<str>>>,
+    len: usize,
+}
+
+impl CleanMemo {
+    fn contains(&self, kind: PartKind, value: &str) -> bool {
+        if value.len() > CLEAN_MEMO_VALUE_BYTES {
+            return false;
+        }
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.by_kind.get(&kind).is_some_and(|set| set.contains(value))
+    }
+
+    fn insert(&self, kind: PartKind, value: &str) {
+        if value.len() > CLEAN_MEMO_VALUE_BYTES {
+            return;
+        }
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len >= CLEAN_MEMO_ENTRIES {
+            *m = MemoSets::default();
+        }
+        if m.by_kind.entry(kind).or_default().insert(value.into()) {
+            m.len += 1;
+        }
+    }
 }
 
 impl Default for Engine {
@@ -220,6 +272,7 @@ impl Engine {
             ],
             sql_comment: regex::Regex::new(r"/\*!?[0-9]*|\*/").expect("regex"),
             whitespace: regex::Regex::new(r"\s+").expect("regex"),
+            clean: CleanMemo::default(),
         }
     }
 
@@ -228,6 +281,11 @@ impl Engine {
     /// body longer than the prefix).
     pub fn inspect(&self, req: &HttpRequest, enabled: &dyn Fn(Family) -> bool) -> Inspection {
         let (list, parts_cut) = parts(req);
+        let families = Family::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| enabled(**f))
+            .fold(0u16, |m, (i, _)| m | (1 << i));
         let mut findings = Vec::new();
         if enabled(Family::Protocol) {
             findings.extend(protocol_findings(req));
@@ -239,7 +297,20 @@ impl Engine {
             if findings.len() >= MAX_FINDINGS {
                 break;
             }
+            let kind = PartKind {
+                families,
+                location: part.location,
+                secret: is_secret_name(&part.name),
+                plus: part.plus_is_space,
+            };
+            if self.clean.contains(kind, &part.value) {
+                continue;
+            }
+            let before = findings.len();
             self.inspect_part(part, enabled, &mut findings);
+            if findings.len() == before {
+                self.clean.insert(kind, &part.value);
+            }
         }
         findings.truncate(MAX_FINDINGS);
         Inspection {
@@ -305,6 +376,12 @@ impl Engine {
                     View::Sql => sql.get_or_insert_with(|| self.sql_view(&lower)),
                     View::Shell => shell.get_or_insert_with(|| cmdi::shell_view(&lower)),
                 };
+                // `is_match` stops at the first match and uses the set's prefilters; the
+                // overlapping search that names the rule runs only on a hit (benign traffic,
+                // the common case, never pays for it).
+                if !fs.set.is_match(text.as_bytes()) {
+                    continue;
+                }
                 let Some(i) = fs.set.matches(text.as_bytes()).iter().next() else {
                     continue;
                 };
@@ -439,6 +516,68 @@ mod tests {
         assert_eq!(fams("tempdb"), vec![Family::Sqli]);
         assert!(fams("hello").is_empty());
         assert!(fams("pubs").is_empty());
+    }
+
+    #[test]
+    fn the_clean_memo_gives_what_inspecting_again_would() {
+        let engine = Engine::new();
+        let get = |q: &str| HttpRequest {
+            method: "GET".into(),
+            target: format!("/p?v={q}"),
+            headers: vec![(
+                "User-Agent".into(),
+                "Mozilla/5.0 (X11; Linux x86_64)".into(),
+            )],
+            body: Vec::new(),
+            body_complete: true,
+        };
+        let sqli = "1%27%20OR%20%271%27%3D%271";
+        // Clean with SQLi disabled, so remembered as clean for that set of families...
+        let no_sqli = |f: Family| f != Family::Sqli;
+        assert!(engine.inspect(&get(sqli), &no_sqli).findings.is_empty());
+        assert!(engine.inspect(&get(sqli), &no_sqli).findings.is_empty());
+        // ... and still found once SQLi is enabled, every time.
+        for _ in 0..2 {
+            let i = engine.inspect(&get(sqli), &|_| true);
+            assert_eq!(i.findings[0].family, Family::Sqli, "{:?}", i.findings);
+        }
+        // A clean User-Agent is remembered; an attack never is.
+        let kind = PartKind {
+            families: (1 << Family::ALL.len()) - 1,
+            location: Location::Header,
+            secret: false,
+            plus: false,
+        };
+        assert!(
+            engine
+                .clean
+                .contains(kind, "Mozilla/5.0 (X11; Linux x86_64)")
+        );
+        let q = PartKind {
+            location: Location::Query,
+            plus: true,
+            ..kind
+        };
+        assert!(!engine.clean.contains(q, sqli));
+        // (It was remembered, for the families without SQLi only.)
+        let q_no_sqli = PartKind {
+            families: kind.families & !1,
+            ..q
+        };
+        assert!(engine.clean.contains(q_no_sqli, sqli));
+        // Bounded.
+        for i in 0..(CLEAN_MEMO_ENTRIES + 10) {
+            engine.clean.insert(kind, &format!("value {i}"));
+        }
+        assert!(engine.clean.0.lock().unwrap().len <= CLEAN_MEMO_ENTRIES);
+        engine
+            .clean
+            .insert(kind, &"x".repeat(CLEAN_MEMO_VALUE_BYTES + 1));
+        assert!(
+            !engine
+                .clean
+                .contains(kind, &"x".repeat(CLEAN_MEMO_VALUE_BYTES + 1))
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Protocol findings from the request head: request smuggling (Content-Length with
-//! Transfer-Encoding, duplicate or malformed lengths, unknown codings), malformed targets.
+//! Transfer-Encoding, duplicate or malformed lengths, unknown codings), malformed targets, and
+//! oversized heads (measured by the proxy, which alone sees the head's size).
 
 use super::{Family, Finding, PatternRule};
 use crate::request::{HttpRequest, Location, cut};
@@ -26,7 +27,20 @@ pub(crate) const RULES: &[PatternRule] = &[
         "malformed request target or control characters in the head",
         "",
     ),
+    (
+        "protocol-150",
+        "request head larger than the policy's max_header_bytes",
+        "",
+    ),
 ];
+
+/// Rule id of an oversized request head (answered 431 by the proxy).
+pub const OVERSIZED_HEAD: &str = "protocol-150";
+
+/// The finding for a request head of `size` bytes over `limit` (the proxy measures it).
+pub fn oversized_head(size: usize, limit: usize) -> Finding {
+    finding(4, "", &format!("{size} bytes (limit {limit})"))
+}
 
 /// Builds a protocol finding for rule `i` of [`RULES`].
 pub(crate) fn finding(i: usize, name: &str, matched: &str) -> Finding {

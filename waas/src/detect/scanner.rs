@@ -1,5 +1,7 @@
 //! Known attack tools, by the signatures they leave in the User-Agent and other headers.
 
+use std::sync::LazyLock;
+
 use super::{Family, Finding, PatternRule};
 use crate::request::{HttpRequest, Location, cut};
 
@@ -17,12 +19,22 @@ pub(crate) const RULES: &[PatternRule] = &[
     ),
 ];
 
+/// The User-Agent needles as one literal alternation, searched in one pass (the regex crate
+/// runs a multi-literal searcher for it) instead of one substring search per needle.
+static USER_AGENT: LazyLock<regex::Regex> = LazyLock::new(|| {
+    let alternation: Vec<String> = RULES[0].2.split('|').map(regex::escape).collect();
+    regex::RegexBuilder::new(&alternation.join("|"))
+        .unicode(false)
+        .build()
+        .expect("scanner needles are literals")
+});
+
 /// Findings for scanner signatures in the User-Agent (and marker header names).
 pub(crate) fn findings(req: &HttpRequest) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(ua) = req.header("user-agent") {
         let lower = ua.to_ascii_lowercase();
-        if let Some(n) = RULES[0].2.split('|').find(|n| lower.contains(n)) {
+        if let Some(n) = USER_AGENT.find(&lower).map(|m| m.as_str()) {
             out.push(Finding {
                 rule_id: RULES[0].0.to_owned(),
                 family: Family::Scanner,
