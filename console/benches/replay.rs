@@ -39,7 +39,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("ingest benchmark ({EVENTS} events per run; each line's ratio is to the raw INSERT of the same store)");
+    println!(
+        "ingest benchmark ({EVENTS} events per run; each line's ratio is to the raw INSERT of the same store)"
+    );
     rt.block_on(run("SQLite", None));
     match postgres {
         Some(admin) => rt.block_on(run("PostgreSQL", Some(admin))),
@@ -210,8 +212,16 @@ async fn run(store_name: &str, postgres: Option<String>) {
         spool_bytes as f64 / 1_048_576.0,
         EVENTS as f64 / spool_secs
     );
-    line("end to end (mTLS)", replay_secs, "spooled, streamed, acked after commit");
+    line(
+        "end to end (mTLS)",
+        replay_secs,
+        "spooled, streamed, acked after commit",
+    );
     line("event writer alone", baseline_secs, "no network");
-    line("raw multi-row INSERT", raw_secs, "the same rows, plain statements");
+    line(
+        "raw multi-row INSERT",
+        raw_secs,
+        "the same rows, plain statements",
+    );
     console.shutdown();
 }

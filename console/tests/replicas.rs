@@ -108,6 +108,19 @@ async fn a_webhook_is_delivered_once_across_replicas_and_taken_over_when_its_hol
     // would be in by the time this one (queued behind them) arrives.
     store_events(&a.store, "d1", vec![audit(11, 2_000, "r", 1, "m", 0)]).await;
     receiver.wait_total(11).await;
+    // Delivered is not yet committed: wait for the holder's cursor to reach audit 11, or the
+    // replica taking over would rightly deliver 11 again (at least once).
+    let key = targets()[0].cursor_key().to_owned();
+    let last: i64 = defender_console::with_pool!(a.store.pool(), |p| {
+        sqlx::query_scalar("SELECT rowid FROM events WHERE defender_id = 'd1' AND seq = 11")
+            .fetch_one(p)
+            .await
+            .unwrap()
+    });
+    common::eventually("the cursor committed", WAIT, || async {
+        (a.store.webhook_cursor(&key).await.unwrap() == Some(last)).then_some(())
+    })
+    .await;
     let counts = receiver.counts();
     assert_eq!(counts.len(), 11, "{counts:?}");
     assert!(
@@ -118,7 +131,6 @@ async fn a_webhook_is_delivered_once_across_replicas_and_taken_over_when_its_hol
     // The holder dies without handing the lease back: the other replica takes over once the
     // lease lapses, from the cursor the dead one committed.
     let holder = a.console_instance.clone();
-    let key = targets()[0].cursor_key().to_owned();
     let (survivor, dead) = {
         let lease_holder: Option<String> = defender_console::with_pool!(b.store.pool(), |p| {
             sqlx::query_scalar("SELECT lease_holder FROM webhook_cursor WHERE url = $1")
