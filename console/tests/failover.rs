@@ -382,11 +382,12 @@ fn defenders_fail_over_when_their_replica_is_killed() {
         ],
     );
 
-    // 200 simulated Defenders (one real `defender` process) sending events for about 6 s,
-    // across the kill; the process exits once the Console acked every event.
+    // 200 simulated Defenders (one real `defender` process) sending events for about 20 s,
+    // across the kill (connecting all of them takes a few seconds of that on a loaded
+    // machine); the process exits once the Console acked every event.
     const N: usize = 200;
     const EVENTS: u64 = 30;
-    const RATE: u64 = N as u64 * EVENTS / 6;
+    const RATE: u64 = N as u64 * EVENTS / 20;
     let mut cmd = Command::new(common::defender_bin());
     cmd.args(["simulate", "--defenders", &N.to_string()])
         .args(["--events", &EVENTS.to_string(), "--rate", &RATE.to_string()])

@@ -307,5 +307,6 @@ async fn policy_update_applies_live_and_survives_a_console_restart() {
         (n >= 2).then_some(n)
     })
     .await;
-    assert_eq!(prevented, 2);
+    let all = audits(&console).await;
+    assert_eq!(prevented, 2, "{all:#?}");
 }
