@@ -68,6 +68,32 @@ async fn audits(console: &RunningConsole) -> Vec<RuntimeAudit> {
     out
 }
 
+/// Whether the Console stored a process start of an executable whose path contains `name`.
+async fn started(console: &RunningConsole, name: &str) -> bool {
+    let ids: Vec<String> =
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+            "SELECT id FROM defenders"
+        )
+        .fetch_all(p)
+        .await
+        .unwrap());
+    for id in ids {
+        for e in console
+            .store
+            .list_events(&id, Some("process_start"), 10_000)
+            .await
+            .unwrap()
+        {
+            if let Some(Kind::ProcessStart(s)) = e.event.kind
+                && String::from_utf8_lossy(&s.exe).contains(name)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 async fn wait_audit(
     console: &RunningConsole,
     what: &str,
@@ -199,7 +225,7 @@ async fn alerts_for_allow_list_modified_binary_outbound_port_and_ip() {
     let script = format!(
         "while [ ! -f go ]; do sleep 0.05; done; \
          ./unlisted-tool 1; \
-         ./tool 1; cp {cat} ./tool; sleep 1 | ./tool; \
+         ./tool 3; cp {cat} ./tool; sleep 3 | ./tool; \
          python3 -c 'import socket,time; a=socket.create_connection((\"127.0.0.1\", {denied_port})); b=socket.create_connection((\"127.0.0.2\", {denied_ip_port})); time.sleep(1.5)'",
         cat = cat.display()
     );
@@ -263,6 +289,13 @@ async fn policy_update_applies_live_and_survives_a_console_restart() {
             .ok()?
             .contains("run1=0")
             .then_some(())
+    })
+    .await;
+    // ... and judged by the Defender under that policy: its start is stored. (Polling may see
+    // a process late on a loaded machine; judged after the next step's policy arrived, run 1
+    // would be audited under the new policy.)
+    eventually("run 1's start reported", WAIT, || async {
+        started(&console, "forbidden-tool").await.then_some(())
     })
     .await;
     // 2. A policy saved while connected takes effect without reconnecting.
