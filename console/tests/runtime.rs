@@ -224,7 +224,7 @@ async fn alerts_for_allow_list_modified_binary_outbound_port_and_ip() {
     let cat = which("cat");
     let script = format!(
         "while [ ! -f go ]; do sleep 0.05; done; \
-         ./unlisted-tool 1; \
+         ./unlisted-tool 3; \
          ./tool 3; cp {cat} ./tool; sleep 3 | ./tool; \
          python3 -c 'import socket,time; a=socket.create_connection((\"127.0.0.1\", {denied_port})); b=socket.create_connection((\"127.0.0.2\", {denied_ip_port})); time.sleep(1.5)'",
         cat = cat.display()
