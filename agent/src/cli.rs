@@ -202,6 +202,11 @@ pub struct SimulateArgs {
     /// Longest wait between reconnection attempts.
     #[arg(long, env = "DEFENDER_RECONNECT_MAX", default_value = "30s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
+    /// After every event is acknowledged, keep all streams open (heartbeating at the Console's
+    /// interval) this long, e.g. `10m`, then exit; prints how many streams dropped meanwhile.
+    /// Ctrl-C ends the hold early, with the summary.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub hold: Duration,
     #[command(flatten)]
     pub spool: SpoolArgs,
 }

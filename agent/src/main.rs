@@ -52,6 +52,7 @@ async fn simulate(args: defender::cli::SimulateArgs) -> i32 {
             max: args.reconnect_max,
             ..Default::default()
         },
+        hold: args.hold,
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

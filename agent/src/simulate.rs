@@ -1,9 +1,13 @@
 //! `defender simulate`: N simulated Defenders, each with its own identity and spool, producing
 //! realistic synthetic events. The deterministic producer for fault tests, the load generator
-//! for benchmarks, and a way to fill a demo Console.
+//! for benchmarks, and a way to fill a demo Console. With a hold ([`SimulateConfig::hold`]) the
+//! streams stay open after the last ack, heartbeating like real Defenders, and every stream the
+//! Defender side sees drop during the hold is counted: the fleet-scale benchmark's "false
+//! disconnects" (deploy/bench-fleet.sh).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use defender_proto::v1::{
@@ -15,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 use crate::bundle::InstallBundle;
-use crate::link::{Backoff, Link, LinkConfig};
+use crate::link::{Backoff, Link, LinkConfig, LinkState};
 use crate::outbox::Outbox;
 use crate::spool::SpoolConfig;
 use crate::unix_ms;
@@ -32,6 +36,9 @@ pub struct SimulateConfig {
     pub rate: f64,
     pub spool: SpoolConfig,
     pub backoff: Backoff,
+    /// How long to keep every stream open after all events are acknowledged (zero: stop at
+    /// once). The links heartbeat at the Console's interval meanwhile, as real Defenders do.
+    pub hold: Duration,
 }
 
 /// What a run did, printed as one line.
@@ -43,6 +50,42 @@ pub struct Summary {
     pub dropped: u64,
     pub elapsed: Duration,
     pub peak_rss_bytes: u64,
+    /// What the hold saw, when there was one.
+    pub hold: Option<HoldSummary>,
+}
+
+/// The streams held after the last ack ([`SimulateConfig::hold`]), seen from the Defenders.
+#[derive(Clone, Debug, Default)]
+pub struct HoldSummary {
+    /// How long the hold lasted (shorter than asked when interrupted).
+    pub held_for: Duration,
+    /// Simulated Defenders whose stream was up when the hold began, and when it ended.
+    pub connected_at_start: usize,
+    pub connected_at_end: usize,
+    /// Streams lost during the hold (each link state change to Disconnected: a stream that
+    /// ended, or a connection attempt that failed), over all Defenders. With a Console that
+    /// stayed up, every one is a false disconnect.
+    pub disconnects: u64,
+    /// Simulated Defenders that lost their stream at least once during the hold.
+    pub defenders_disconnected: u64,
+    /// Resident memory of this process at the end of the hold, bytes (VmRSS).
+    pub rss_bytes: u64,
+}
+
+impl std::fmt::Display for HoldSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per = self.rss_bytes as f64 / self.connected_at_start.max(1) as f64 / 1024.0;
+        write!(
+            f,
+            "simulate: hold={:.1}s connected_at_start={} connected_at_end={} disconnects={} defenders_disconnected={} rss={:.1}MiB rss_per_defender={per:.1}KiB",
+            self.held_for.as_secs_f64(),
+            self.connected_at_start,
+            self.connected_at_end,
+            self.disconnects,
+            self.defenders_disconnected,
+            self.rss_bytes as f64 / 1_048_576.0,
+        )
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -62,17 +105,34 @@ impl std::fmt::Display for Summary {
                 0.0
             },
             self.peak_rss_bytes as f64 / 1_048_576.0
-        )
+        )?;
+        if let Some(hold) = &self.hold {
+            write!(f, "\n{hold}")?;
+        }
+        Ok(())
     }
 }
 
-/// Runs the simulation until every produced event is acknowledged (or dropped by the cap), or
-/// until `stop` turns true; either way the summary covers what was done.
+/// Runs the simulation until every produced event is acknowledged (or dropped by the cap), then
+/// holds the streams for [`SimulateConfig::hold`], or until `stop` turns true; either way the
+/// summary covers what was done.
 pub async fn simulate(
     cfg: SimulateConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<Summary, crate::spool::SpoolError> {
     let started = Instant::now();
+    let fds = raise_nofile_limit();
+    // Each simulated Defender keeps its stream's socket and its spool's lock file open, and
+    // briefly more (enrollment connection, spool segment): short of descriptors, streams fail
+    // with EMFILE and would be counted as disconnects.
+    let needed = cfg.defenders as u64 * FDS_PER_DEFENDER + 64;
+    if fds.is_some_and(|limit| limit < needed) {
+        eprintln!(
+            "simulate: warning: {} Defenders need about {needed} file descriptors, RLIMIT_NOFILE is {}; split them over several processes",
+            cfg.defenders,
+            fds.unwrap_or(0)
+        );
+    }
     let mut producers = Vec::new();
     for i in 0..cfg.defenders {
         let dir = cfg.data_dir.join(format!("sim-{i}"));
@@ -106,6 +166,7 @@ pub async fn simulate(
         produced: total,
         ..Default::default()
     };
+    let mut held = Vec::new();
     for (outbox, link, before, n) in produced {
         let last_seq = outbox.stats().last_seq;
         let mut stop = stop.clone();
@@ -119,7 +180,11 @@ pub async fn simulate(
                 _ = stop.changed() => {}
             }
         };
-        link.stop();
+        if cfg.hold.is_zero() {
+            link.stop();
+        } else {
+            held.push(link);
+        }
         let dropped = stats.dropped - before.dropped;
         // Seqs this run assigned (a refused event gets none), those the cap deleted, and those
         // at or below the Console's ack: the rest reached the Console.
@@ -133,8 +198,101 @@ pub async fn simulate(
         summary.acked += acked_range.saturating_sub(dropped_with_seq);
     }
     summary.elapsed = started.elapsed();
+    if !held.is_empty() && !*stop.borrow() {
+        summary.hold = Some(hold(held, cfg.hold, stop).await);
+    } else {
+        held.into_iter().for_each(Link::stop);
+    }
     summary.peak_rss_bytes = peak_rss_bytes();
     Ok(summary)
+}
+
+/// Descriptors one simulated Defender may hold at once (stream socket, spool lock, enrollment
+/// socket, spool segment), for the warning above.
+const FDS_PER_DEFENDER: u64 = 4;
+
+/// Keeps `links` up for `duration` (or until `stop`), counting every change to Disconnected,
+/// then stops them. One small watcher task per link; the links heartbeat on their own.
+async fn hold(
+    links: Vec<Link>,
+    duration: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> HoldSummary {
+    let connected = |links: &[Link]| {
+        links
+            .iter()
+            .filter(|l| matches!(*l.state().borrow(), LinkState::Connected { .. }))
+            .count()
+    };
+    let disconnects = Arc::new(AtomicU64::new(0));
+    let defenders_disconnected = Arc::new(AtomicU64::new(0));
+    let watchers: Vec<_> = links
+        .iter()
+        .map(|link| {
+            let mut state = link.state();
+            state.borrow_and_update();
+            let disconnects = Arc::clone(&disconnects);
+            let defenders_disconnected = Arc::clone(&defenders_disconnected);
+            tokio::spawn(async move {
+                let mut mine = 0u64;
+                while state.changed().await.is_ok() {
+                    if matches!(*state.borrow_and_update(), LinkState::Disconnected { .. }) {
+                        if mine == 0 {
+                            defenders_disconnected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        mine += 1;
+                        disconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let connected_at_start = connected(&links);
+    eprintln!(
+        "simulate: holding {} streams ({connected_at_start} connected) for {:.0}s",
+        links.len(),
+        duration.as_secs_f64()
+    );
+    let started = Instant::now();
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    let summary = HoldSummary {
+        held_for: started.elapsed(),
+        connected_at_start,
+        connected_at_end: connected(&links),
+        disconnects: disconnects.load(Ordering::Relaxed),
+        defenders_disconnected: defenders_disconnected.load(Ordering::Relaxed),
+        rss_bytes: crate::selfstats::rss_bytes(),
+    };
+    watchers.iter().for_each(tokio::task::JoinHandle::abort);
+    links.into_iter().for_each(Link::stop);
+    summary
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (thousands of streams need thousands of
+/// descriptors; the usual soft limit is 1024) and returns the limit in force.
+fn raise_nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Some(lim.rlim_cur)
 }
 
 async fn produce(

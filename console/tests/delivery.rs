@@ -134,6 +134,8 @@ fn bundle(data: &Path, addr: &str) -> String {
 struct Sim {
     child: Child,
     spooled: watch::Receiver<bool>,
+    /// Turns true once `--hold` began (every event acked, streams held).
+    holding: watch::Receiver<bool>,
     link_down: Arc<AtomicUsize>,
     damage_reports: Arc<AtomicUsize>,
     stdout: JoinHandle<String>,
@@ -163,6 +165,7 @@ impl Sim {
             .spawn()
             .unwrap();
         let (tx, spooled) = watch::channel(false);
+        let (hold_tx, holding) = watch::channel(false);
         let link_down = Arc::new(AtomicUsize::new(0));
         let damage_reports = Arc::new(AtomicUsize::new(0));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -171,6 +174,9 @@ impl Sim {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("events spooled") {
                     let _ = tx.send(true);
+                }
+                if line.starts_with("simulate: holding") {
+                    let _ = hold_tx.send(true);
                 }
                 if line.contains("Console link down") {
                     down.fetch_add(1, Ordering::SeqCst);
@@ -193,6 +199,7 @@ impl Sim {
         Self {
             child,
             spooled,
+            holding,
             link_down,
             damage_reports,
             stdout,
@@ -220,6 +227,103 @@ impl Sim {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
+
+    async fn wait_holding(&mut self) {
+        tokio::time::timeout(DEADLINE, self.holding.wait_for(|s| *s))
+            .await
+            .expect("simulate did not begin its hold")
+            .unwrap();
+    }
+
+    /// Ends the hold early, as Ctrl-C does, and returns the hold figures.
+    async fn interrupt(mut self) -> HoldFigures {
+        let pid = i32::try_from(self.child.id().unwrap()).unwrap();
+        // SAFETY: kill only sends a signal to our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("simulate did not exit on SIGINT")
+            .unwrap();
+        assert!(status.success(), "simulate failed: {status}");
+        HoldFigures::parse(&self.stdout.await.unwrap())
+    }
+
+    /// Waits for the end of the hold and returns its figures.
+    async fn finish_hold(mut self) -> HoldFigures {
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("simulate did not finish")
+            .unwrap();
+        assert!(status.success(), "simulate failed: {status}");
+        HoldFigures::parse(&self.stdout.await.unwrap())
+    }
+}
+
+/// The hold line of `defender simulate --hold`.
+#[derive(Debug, PartialEq, Eq)]
+struct HoldFigures {
+    connected_at_start: u64,
+    connected_at_end: u64,
+    disconnects: u64,
+    defenders_disconnected: u64,
+}
+
+impl HoldFigures {
+    fn parse(out: &str) -> Self {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("simulate: hold="))
+            .unwrap_or_else(|| panic!("no hold line in {out:?}"));
+        let field = |name: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .parse()
+                .unwrap()
+        };
+        Self {
+            connected_at_start: field("connected_at_start"),
+            connected_at_end: field("connected_at_end"),
+            disconnects: field("disconnects"),
+            defenders_disconnected: field("defenders_disconnected"),
+        }
+    }
+}
+
+/// `simulate --hold` keeps the stream open after the last ack (heartbeating every second
+/// here) and counts nothing while the Console stays up; a Console restart during the hold is
+/// counted as a drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_hold_counts_only_real_stream_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("console");
+    let console = ConsoleProc::start(&data, free_port()).await;
+    let b = bundle(&data, &format!("127.0.0.1:{}", console.grpc_port));
+
+    let quiet = Sim::start(&b, &tmp.path().join("sim"), 10, &["--hold", "3s"]);
+    assert_eq!(
+        quiet.finish_hold().await,
+        HoldFigures {
+            connected_at_start: 1,
+            connected_at_end: 1,
+            disconnects: 0,
+            defenders_disconnected: 0,
+        }
+    );
+
+    let mut held = Sim::start(&b, &tmp.path().join("sim"), 10, &["--hold", "10m"]);
+    held.wait_holding().await;
+    let console = console.restart().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while held.link_down.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no drop seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let figures = held.interrupt().await;
+    assert_eq!(figures.connected_at_start, 1);
+    assert_eq!(figures.defenders_disconnected, 1, "{figures:?}");
+    assert!(figures.disconnects >= 1, "{figures:?}");
+    console.kill9().await;
 }
 
 #[derive(Debug)]
