@@ -411,6 +411,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Waits `d`; false when `stop` turned true first.
+async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = stopped(stop) => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
 /// `d` plus or minus up to a fifth, at random.
 fn jitter(d: Duration) -> Duration {
     let r = u32::from_le_bytes(random_bytes::<4>());
@@ -440,49 +448,39 @@ impl Forwarder {
             if *stop.borrow() {
                 return;
             }
-            match self.renew_lease().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return,
-                        _ = tokio::time::sleep(self.timing.poll) => {}
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(webhook = %origin, error = %e, "renewing the webhook lease failed");
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return,
-                        _ = tokio::time::sleep(jitter(read_backoff)) => {}
-                    }
-                    read_backoff = (read_backoff * 2).min(self.timing.backoff_max);
-                    continue;
-                }
-            }
+            // Renewing the lease is the first read: an unreachable database fails both alike.
             let read = async {
+                if !self.renew_lease().await? {
+                    return Ok(None);
+                }
                 let a = self.store.audits_after(self.cursor, BATCH).await?;
                 let w = self.store.waas_after(self.waas_cursor, BATCH).await?;
-                Ok::<_, crate::store::StoreError>((a, w))
+                Ok::<_, crate::store::StoreError>(Some((a, w)))
             };
             let (batch, waas) = match read.await {
-                Ok(b) => {
+                Ok(Some(b)) => {
                     read_backoff = self.timing.backoff_initial;
                     b
                 }
+                Ok(None) => {
+                    // Another replica holds the lease and forwards this webhook.
+                    if !pause(&mut stop, self.timing.poll).await {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(webhook = %origin, error = %e, "reading audits to forward failed");
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return,
-                        _ = tokio::time::sleep(jitter(read_backoff)) => {}
+                    if !pause(&mut stop, jitter(read_backoff)).await {
+                        return;
                     }
                     read_backoff = (read_backoff * 2).min(self.timing.backoff_max);
                     continue;
                 }
             };
             if batch.is_empty() && waas.is_empty() {
-                tokio::select! {
-                    _ = stopped(&mut stop) => return,
-                    _ = tokio::time::sleep(self.timing.poll) => {}
+                if !pause(&mut stop, self.timing.poll).await {
+                    return;
                 }
                 continue;
             }
@@ -612,9 +610,8 @@ impl Forwarder {
                 }
                 Err(e) => {
                     tracing::warn!(webhook = %self.target.origin, error = %e, "saving the webhook cursor failed");
-                    tokio::select! {
-                        _ = stopped(stop) => return None,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                    if !pause(stop, jitter(backoff)).await {
+                        return None;
                     }
                     backoff = (backoff * 2).min(self.timing.backoff_max);
                 }

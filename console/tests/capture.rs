@@ -76,25 +76,11 @@ async fn defender_id(console: &RunningConsole) -> String {
 }
 
 async fn events(console: &RunningConsole, kind: &str) -> Vec<Event> {
-    let ids: Vec<String> =
-        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
-            "SELECT id FROM defenders"
-        )
-        .fetch_all(p)
+    stored_events(console, Some(kind), 100_000)
         .await
-        .unwrap());
-    let mut out = Vec::new();
-    for id in ids {
-        for e in console
-            .store
-            .list_events(&id, Some(kind), 100_000)
-            .await
-            .unwrap()
-        {
-            out.push(e.event);
-        }
-    }
-    out
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
 }
 
 /// Waits until the Console holds an event of `kind` that `pred` accepts.

@@ -51,18 +51,7 @@ fn free_port() -> u16 {
 }
 
 async fn events_of(console: &defender_console::server::RunningConsole) -> Vec<StoredEvent> {
-    let ids: Vec<String> =
-        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
-            "SELECT id FROM defenders"
-        )
-        .fetch_all(p)
-        .await
-        .unwrap());
-    let mut all = Vec::new();
-    for id in ids {
-        all.extend(console.store.list_events(&id, None, 10_000).await.unwrap());
-    }
-    all
+    stored_events(console, None, 10_000).await
 }
 
 fn bytes_str(b: &[u8]) -> String {

@@ -45,53 +45,25 @@ fn run_defender(bundle: &str, agent: &Path, dir: &Path, script: &str) -> Child {
 }
 
 async fn audits(console: &RunningConsole) -> Vec<RuntimeAudit> {
-    let ids: Vec<String> =
-        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
-            "SELECT id FROM defenders"
-        )
-        .fetch_all(p)
+    stored_events(console, Some("audit"), 10_000)
         .await
-        .unwrap());
-    let mut out = Vec::new();
-    for id in ids {
-        for e in console
-            .store
-            .list_events(&id, Some("audit"), 10_000)
-            .await
-            .unwrap()
-        {
-            if let Some(Kind::Audit(a)) = e.event.kind {
-                out.push(a);
-            }
-        }
-    }
-    out
+        .into_iter()
+        .filter_map(|e| match e.event.kind {
+            Some(Kind::Audit(a)) => Some(a),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether the Console stored a process start of an executable whose path contains `name`.
 async fn started(console: &RunningConsole, name: &str) -> bool {
-    let ids: Vec<String> =
-        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
-            "SELECT id FROM defenders"
-        )
-        .fetch_all(p)
+    stored_events(console, Some("process_start"), 10_000)
         .await
-        .unwrap());
-    for id in ids {
-        for e in console
-            .store
-            .list_events(&id, Some("process_start"), 10_000)
-            .await
-            .unwrap()
-        {
-            if let Some(Kind::ProcessStart(s)) = e.event.kind
-                && String::from_utf8_lossy(&s.exe).contains(name)
-            {
-                return true;
-            }
-        }
-    }
-    false
+        .into_iter()
+        .any(|e| {
+            matches!(e.event.kind, Some(Kind::ProcessStart(s))
+                if String::from_utf8_lossy(&s.exe).contains(name))
+        })
 }
 
 async fn wait_audit(

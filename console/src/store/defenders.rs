@@ -125,14 +125,7 @@ impl Store {
 
     /// Whether the Defender exists and may connect (not decommissioned).
     pub async fn defender_may_connect(&self, id: &str) -> Result<bool, StoreError> {
-        with_pool!(&self.pool, |pool| {
-            let row: Option<Option<i64>> =
-                sqlx::query_scalar("SELECT decommissioned_at FROM defenders WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
-            Ok(matches!(row, Some(None)))
-        })
+        Ok(self.defender_standing(id).await? == Standing::Active)
     }
 
     /// Whether the Defender is unknown, decommissioned, or may connect.

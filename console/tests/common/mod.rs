@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use defender_console::server::{self, RunningConsole, ServeConfig};
-use defender_console::store::TokenKind;
+use defender_console::store::{StoredEvent, TokenKind};
 use tokio::net::TcpListener;
 
 use crate::db_support;
@@ -186,4 +186,25 @@ pub async fn policy_in_force(agent: &Path, version: i64) {
         },
     )
     .await;
+}
+
+/// Every event the Console stored of `kind` (`None`: every kind), across all its Defenders,
+/// at most `limit` per Defender, each Defender's newest first.
+pub async fn stored_events(
+    console: &RunningConsole,
+    kind: Option<&str>,
+    limit: i64,
+) -> Vec<StoredEvent> {
+    let ids: Vec<String> =
+        defender_console::with_pool!(console.store.pool(), |p| sqlx::query_scalar(
+            "SELECT id FROM defenders"
+        )
+        .fetch_all(p)
+        .await
+        .unwrap());
+    let mut all = Vec::new();
+    for id in ids {
+        all.extend(console.store.list_events(&id, kind, limit).await.unwrap());
+    }
+    all
 }

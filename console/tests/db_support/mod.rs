@@ -22,10 +22,25 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
 /// A database of its own for `data_dir` on the server of `admin` (a `postgres://` URL of a
 /// user allowed to `CREATE DATABASE`), created when missing; its URL.
 pub fn database_url_in(admin: &str, data_dir: &Path) -> String {
-    let admin = admin.to_owned();
     let name = database_name(data_dir);
-    let admin_url = admin.clone();
-    let create = name.clone();
+    // Created once per process: a test asks for its URL many times (Console, bundle, CLI
+    // commands, polls of the stored rows).
+    static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+    if !created.contains(&name) {
+        create_database(admin, &name);
+        created.push(name.clone());
+    }
+    drop(created);
+    let mut url = url::Url::parse(admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// Creates database `name` on the server of `admin` unless it exists.
+fn create_database(admin: &str, name: &str) {
+    let admin_url = admin.to_owned();
+    let create = name.to_owned();
     // Called from sync and async code alike: the database is created on a thread of its own.
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -53,9 +68,6 @@ pub fn database_url_in(admin: &str, data_dir: &Path) -> String {
     })
     .join()
     .unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    url.to_string()
 }
 
 /// The environment a `defender-console` command needs to work on the same database as a test
